@@ -1,0 +1,194 @@
+package auth
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+)
+
+// ErrInvalidToken is returned for any token that fails verification; the
+// reason is deliberately not told to the client.
+var ErrInvalidToken = errors.New("invalid or expired token")
+
+// CoreAudience is the aud of control-plane tokens.
+const CoreAudience = "core"
+
+// TenantAudience is the aud of a tenant's tokens: "tenant:<id>".
+func TenantAudience(tenantID int64) string { return fmt.Sprintf("tenant:%d", tenantID) }
+
+// CoreClaims are the claims of a control-plane access token.
+type CoreClaims struct {
+	jwt.RegisteredClaims
+	IsOwner bool `json:"is_owner"`
+	IsAdmin bool `json:"is_admin"`
+}
+
+// TenantClaims are the claims of a tenant-plane access token.
+type TenantClaims struct {
+	jwt.RegisteredClaims
+	TenantID int64  `json:"tid"`
+	Role     string `json:"role"`
+}
+
+// Keys signs tokens with one Ed25519 key and verifies tokens signed by any
+// of its known public keys (the signing key's and older ones kept during a
+// rotation), found by kid.
+type Keys struct {
+	issuer string
+	priv   ed25519.PrivateKey
+	kid    string
+	public map[string]ed25519.PublicKey
+}
+
+// NewKeys returns Keys for issuer signing with priv; extra public keys are
+// accepted for verification only.
+func NewKeys(issuer string, priv ed25519.PrivateKey, extra ...ed25519.PublicKey) *Keys {
+	k := &Keys{issuer: issuer, priv: priv, public: map[string]ed25519.PublicKey{}}
+	pub := priv.Public().(ed25519.PublicKey)
+	k.kid = KeyID(pub)
+	k.public[k.kid] = pub
+	for _, p := range extra {
+		k.public[KeyID(p)] = p
+	}
+	return k
+}
+
+// Issuer is the iss these keys sign and expect.
+func (k *Keys) Issuer() string { return k.issuer }
+
+// KeyID is the RFC 7638 thumbprint of an Ed25519 public key.
+func KeyID(pub ed25519.PublicKey) string {
+	x := base64.RawURLEncoding.EncodeToString(pub)
+	sum := sha256.Sum256([]byte(`{"crv":"Ed25519","kty":"OKP","x":"` + x + `"}`))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// Registered fills the standard claims for a token to subject, for aud,
+// valid for ttl from now, with a fresh jti.
+func (k *Keys) Registered(subject, aud string, ttl time.Duration) jwt.RegisteredClaims {
+	now := time.Now()
+	return jwt.RegisteredClaims{
+		Issuer:    k.issuer,
+		Subject:   subject,
+		Audience:  jwt.ClaimStrings{aud},
+		ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		IssuedAt:  jwt.NewNumericDate(now),
+		ID:        uuid.NewString(),
+	}
+}
+
+// Sign returns the compact JWS of claims, with the signing key's kid.
+func (k *Keys) Sign(claims jwt.Claims) (string, error) {
+	t := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
+	t.Header["kid"] = k.kid
+	return t.SignedString(k.priv)
+}
+
+// Parse verifies token for audience into claims: EdDSA only, a known kid,
+// and exp, iss and aud required. Every failure is ErrInvalidToken.
+func (k *Keys) Parse(token, audience string, claims jwt.Claims) error {
+	p := jwt.NewParser(
+		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+		jwt.WithIssuer(k.issuer),
+		jwt.WithAudience(audience),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithLeeway(5*time.Second),
+	)
+	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+		kid, _ := t.Header["kid"].(string)
+		pub, ok := k.public[kid]
+		if !ok {
+			return nil, errors.New("unknown kid")
+		}
+		return pub, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	return nil
+}
+
+// JWK is one public key in a JWKS document.
+type JWK struct {
+	Kty string `json:"kty"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+}
+
+// JWKS is the document served at /.well-known/jwks.json.
+type JWKS struct {
+	Keys []JWK `json:"keys"`
+}
+
+// JWKS lists every public key these Keys accept.
+func (k *Keys) JWKS() JWKS {
+	out := JWKS{Keys: []JWK{}}
+	for kid, pub := range k.public {
+		out.Keys = append(out.Keys, JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(pub), Kid: kid, Alg: "EdDSA", Use: "sig"})
+	}
+	return out
+}
+
+// LoadSigningKey returns the Ed25519 key from seedB64 (base64 of the 32-byte
+// seed). When seedB64 is empty it reads dir/name.key, generating and saving
+// it (0600) the first time, so local runs keep their tokens valid across restarts.
+func LoadSigningKey(seedB64, dir, name string) (ed25519.PrivateKey, error) {
+	if seedB64 != "" {
+		return keyFromSeed(seedB64)
+	}
+	if dir == "" {
+		return nil, errors.New("auth: no signing key configured and no keys directory")
+	}
+	path := filepath.Join(dir, name+".key")
+	if b, err := os.ReadFile(path); err == nil {
+		return keyFromSeed(strings.TrimSpace(string(b)))
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	seed := make([]byte, ed25519.SeedSize)
+	if _, err := rand.Read(seed); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	enc := base64.StdEncoding.EncodeToString(seed)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) {
+		// Another process of this run wrote it first: use theirs.
+		return LoadSigningKey("", dir, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if _, err := f.WriteString(enc + "\n"); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}
+
+func keyFromSeed(b64 string) (ed25519.PrivateKey, error) {
+	seed, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil || len(seed) != ed25519.SeedSize {
+		return nil, errors.New("auth: signing key must be base64 of a 32-byte Ed25519 seed")
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
+}

@@ -1,0 +1,79 @@
+// Package auth holds what both planes do the same way: password rules and
+// hashing, email normalisation, Ed25519 JWTs with a JWKS, opaque tokens
+// stored hashed, refresh-token rotation with reuse detection, and the
+// throttled password check.
+package auth
+
+import (
+	"errors"
+	"net/mail"
+	"strings"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"tenantbase/libs/problem"
+)
+
+// Password length bounds, in bytes. bcrypt ignores bytes past 72, so longer
+// passwords are refused instead of silently truncated.
+const (
+	MinPasswordBytes = 10
+	MaxPasswordBytes = 72
+)
+
+// ValidatePassword checks the length rule and names the field on failure.
+func ValidatePassword(field, pw string) error {
+	if len(pw) < MinPasswordBytes || len(pw) > MaxPasswordBytes {
+		return problem.Invalid(field, "must be 10 to 72 bytes long")
+	}
+	return nil
+}
+
+// NormalizeEmail trims and lower-cases an address and checks that it is a
+// plain addr-spec (no display name) of at most 255 characters.
+func NormalizeEmail(field, raw string) (string, error) {
+	e := strings.ToLower(strings.TrimSpace(raw))
+	if e == "" || len(e) > 255 {
+		return "", problem.Invalid(field, "must be a valid email address")
+	}
+	a, err := mail.ParseAddress(e)
+	if err != nil || a.Address != e || a.Name != "" || !strings.Contains(e[strings.LastIndexByte(e, '@')+1:], ".") {
+		return "", problem.Invalid(field, "must be a valid email address")
+	}
+	return e, nil
+}
+
+// Passwords hashes and checks passwords with bcrypt at a fixed cost.
+type Passwords struct {
+	cost  int
+	dummy []byte
+}
+
+// NewPasswords precomputes a dummy hash at the same cost, so a login for an
+// unknown account spends as long as one with a wrong password.
+func NewPasswords(cost int) (*Passwords, error) {
+	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+		return nil, errors.New("auth: bcrypt cost out of range")
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("dummy-password-for-timing"), cost)
+	if err != nil {
+		return nil, err
+	}
+	return &Passwords{cost: cost, dummy: dummy}, nil
+}
+
+// Hash returns the bcrypt hash of pw.
+func (p *Passwords) Hash(pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), p.cost)
+	return string(h), err
+}
+
+// Verify reports whether pw matches hash. An empty hash (unknown account)
+// is compared against the dummy hash and never matches.
+func (p *Passwords) Verify(hash, pw string) bool {
+	if hash == "" {
+		_ = bcrypt.CompareHashAndPassword(p.dummy, []byte(pw))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword([]byte(hash), []byte(pw)) == nil
+}

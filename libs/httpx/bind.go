@@ -1,0 +1,60 @@
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"tenantbase/libs/problem"
+)
+
+// Bind decodes the JSON request body into v strictly: malformed JSON or a
+// wrong type is a 400, an unknown field is a 422 naming it, a body over the
+// limit is a 413.
+func Bind(c echo.Context, v any) error {
+	ct := c.Request().Header.Get(echo.HeaderContentType)
+	if ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
+		return problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json")
+	}
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bindError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return problem.New(http.StatusBadRequest, "malformed_json", "request body must hold a single JSON object")
+	}
+	return nil
+}
+
+func bindError(err error) error {
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return he
+	}
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return problem.New(http.StatusBadRequest, "malformed_json", "request body is empty")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			field = "body"
+		}
+		return problem.New(http.StatusBadRequest, "malformed_json", "field "+field+" has the wrong type")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problem.Invalid(name, "unknown field")
+	case err.Error() == "http: request body too large":
+		return problem.New(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 1 MiB")
+	}
+	return problem.New(http.StatusBadRequest, "malformed_json", "request body is not valid JSON")
+}
+
+func jsonEncode(w io.Writer, v any) error {
+	return json.NewEncoder(w).Encode(v)
+}

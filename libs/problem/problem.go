@@ -1,0 +1,99 @@
+// Package problem renders errors as RFC 9457 application/problem+json with a
+// stable machine-readable code, from one mapping table per service.
+package problem
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+)
+
+// ContentType is the media type of every error body.
+const ContentType = "application/problem+json"
+
+// Problem is an RFC 9457 problem detail with a stable code.
+type Problem struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Code   string       `json:"code"`
+	Errors []FieldError `json:"errors,omitempty"`
+	// RetryAfter, when set, is sent as the Retry-After header (seconds).
+	RetryAfter int `json:"-"`
+}
+
+// FieldError names one invalid input field.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (p *Problem) Error() string {
+	if p.Detail != "" {
+		return p.Code + ": " + p.Detail
+	}
+	return p.Code
+}
+
+// New returns a problem with the given status, code and detail.
+func New(status int, code, detail string) *Problem {
+	return &Problem{
+		Type:   "https://tenantbase.dev/problems/" + code,
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: detail,
+		Code:   code,
+	}
+}
+
+// Invalid is a 422 naming the field that failed validation.
+func Invalid(field, message string) *Problem {
+	p := New(http.StatusUnprocessableEntity, "validation_failed", fmt.Sprintf("%s: %s", field, message))
+	p.Errors = []FieldError{{Field: field, Message: message}}
+	return p
+}
+
+// WithRetryAfter returns a copy of p announcing when to retry, in seconds (at least 1).
+func (p *Problem) WithRetryAfter(seconds int) *Problem {
+	cp := *p
+	if seconds < 1 {
+		seconds = 1
+	}
+	cp.RetryAfter = seconds
+	return &cp
+}
+
+// RetryAfterHeader is the value for the Retry-After header, or "".
+func (p *Problem) RetryAfterHeader() string {
+	if p.RetryAfter <= 0 {
+		return ""
+	}
+	return strconv.Itoa(p.RetryAfter)
+}
+
+// Rule maps a domain error (matched with errors.Is) to a problem.
+type Rule struct {
+	Err    error
+	Status int
+	Code   string
+}
+
+// Table is a service's one mapping from domain errors to problems.
+type Table []Rule
+
+// Lookup finds the problem for err: a *Problem in the chain wins, then the
+// first matching rule. ok is false for errors the table does not know.
+func (t Table) Lookup(err error) (*Problem, bool) {
+	var p *Problem
+	if errors.As(err, &p) {
+		return p, true
+	}
+	for _, r := range t {
+		if errors.Is(err, r.Err) {
+			return New(r.Status, r.Code, r.Err.Error()), true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,5 @@
+BEGIN;
+DROP TABLE IF EXISTS refresh_token;
+DROP TABLE IF EXISTS verification_token;
+DROP TABLE IF EXISTS coreuser;
+COMMIT;

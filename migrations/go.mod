@@ -1,0 +1,3 @@
+module tenantbase/migrations
+
+go 1.26.8

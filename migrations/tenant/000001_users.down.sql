@@ -1,0 +1,4 @@
+BEGIN;
+DROP TABLE IF EXISTS refresh_token;
+DROP TABLE IF EXISTS tenantuser;
+COMMIT;

@@ -1,0 +1,56 @@
+package app
+
+import (
+	"time"
+
+	"tenantbase/libs/config"
+)
+
+// Config is the tenant plane's whole configuration, read from the
+// environment. Defaults work for a local run against 127.0.0.1.
+type Config struct {
+	Env      string `envconfig:"ENV" default:"local"`
+	Version  string `envconfig:"VERSION" default:"dev"`
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+
+	// HTTPAddr serves the public API (routed by the ingress when X-TENANT is set).
+	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8083"`
+	// InternalAddr serves /metrics; the ingress never routes to it.
+	InternalAddr string `envconfig:"INTERNAL_ADDR" default:"127.0.0.1:8084"`
+
+	// ControlPlaneURL is the control plane's internal listener.
+	ControlPlaneURL string        `envconfig:"CONTROL_PLANE_URL" default:"http://127.0.0.1:8082"`
+	ServiceToken    config.Secret `envconfig:"SERVICE_TOKEN" default:"local-dev-service-token"`
+	NATSURL         string        `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+
+	// Tenant lookup cache.
+	CacheTTL         time.Duration `envconfig:"TENANT_CACHE_TTL" default:"5m"`
+	NegativeCacheTTL time.Duration `envconfig:"TENANT_NEGATIVE_CACHE_TTL" default:"5s"`
+	LookupTimeout    time.Duration `envconfig:"TENANT_LOOKUP_TIMEOUT" default:"3s"`
+
+	// Per-tenant pools under one global budget of server connections.
+	PoolBudget       int           `envconfig:"POOL_BUDGET" default:"40"`
+	PoolPerTenantMax int           `envconfig:"POOL_PER_TENANT_MAX" default:"5"`
+	PoolAcquireWait  time.Duration `envconfig:"POOL_ACQUIRE_TIMEOUT" default:"2s"`
+
+	// JWTSigningKey is this plane's own Ed25519 key (base64 of the 32-byte
+	// seed), shared by its replicas. Empty outside production means a key
+	// generated once in KeysDir.
+	JWTSigningKey    config.Secret `envconfig:"JWT_SIGNING_KEY"`
+	JWTIssuer        string        `envconfig:"JWT_ISSUER" default:"tenantbase-tenant-plane"`
+	KeysDir          string        `envconfig:"KEYS_DIR" default:".local/keys"`
+	AccessTokenTTL   time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
+	RefreshTokenTTL  time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
+	BcryptCost       int           `envconfig:"BCRYPT_COST" default:"12"`
+	LoginMaxFailures int           `envconfig:"LOGIN_MAX_FAILURES" default:"5"`
+	LoginLockout     time.Duration `envconfig:"LOGIN_LOCKOUT" default:"15m"`
+
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
+}
+
+// LoadConfig reads Config from the environment.
+func LoadConfig() (Config, error) {
+	var cfg Config
+	err := config.Load(&cfg)
+	return cfg, err
+}
