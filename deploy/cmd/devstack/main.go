@@ -1,0 +1,300 @@
+// Command devstack runs the whole system in one process for local work
+// (`make run`): NATS with JetStream (embedded unless NATS_URL is set), a
+// Postgres (the server of DATABASE_URL when reachable, else a cluster kept in
+// .local/pg), both services, and an ingress on 127.0.0.1:8000 that routes on
+// X-TENANT the way the production ingress does. Ctrl-C stops all of it;
+// data stays in .local for the next run.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"tenantbase/deploy/internal/ingress"
+	"tenantbase/libs/config"
+	"tenantbase/libs/natsembed"
+	"tenantbase/libs/pgcluster"
+	cpapp "tenantbase/services/control-plane/app"
+	tpapp "tenantbase/services/tenant-plane/app"
+)
+
+const (
+	// clusterPort differs from the test cluster's (55432) so both can run.
+	clusterPort        = 55433
+	defaultIngressAddr = "127.0.0.1:8000"
+	defaultCoreDB      = "tenantbase"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "devstack:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stopSignals()
+
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	local := filepath.Join(root, ".local")
+	cpCfg, err := cpapp.LoadConfig()
+	if err != nil {
+		return fmt.Errorf("control plane config: %w", err)
+	}
+	tpCfg, err := tpapp.LoadConfig()
+	if err != nil {
+		return fmt.Errorf("tenant plane config: %w", err)
+	}
+	log := newLogger(cpCfg.LogLevel)
+
+	natsURL, natsNote := os.Getenv("NATS_URL"), "from NATS_URL"
+	if natsURL == "" {
+		storeDir := filepath.Join(local, "nats")
+		ns, err := natsembed.Start(natsembed.Options{Host: "127.0.0.1", StoreDir: storeDir})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			log.Info("embedded NATS stopped")
+		}()
+		natsURL, natsNote = ns.ClientURL(), "embedded, JetStream data in "+storeDir
+	}
+
+	pg, err := ensurePostgres(ctx, cpCfg.DatabaseURL.Reveal(), filepath.Join(local, "pg"))
+	if err != nil {
+		return err
+	}
+	if pg.started != nil {
+		defer func() {
+			if err := pg.started.Stop(); err != nil {
+				log.Error("stopping PostgreSQL", "err", err)
+				return
+			}
+			log.Info("PostgreSQL stopped", "dir", pg.started.Dir())
+		}()
+	}
+
+	ingressAddr := os.Getenv("INGRESS_ADDR")
+	if ingressAddr == "" {
+		ingressAddr = defaultIngressAddr
+	}
+	keysDir := filepath.Join(local, "keys")
+	cpCfg.DatabaseURL = config.Secret(pg.coreURL)
+	cpCfg.NATSURL, tpCfg.NATSURL = natsURL, natsURL
+	cpCfg.KeysDir, tpCfg.KeysDir = keysDir, keysDir
+	if os.Getenv("PUBLIC_URL") == "" {
+		cpCfg.PublicURL = "http://" + ingressAddr
+	}
+
+	// The apps get their own context so that on Ctrl-C the ingress stops
+	// taking requests before the apps behind it shut down.
+	appCtx, cancelApps := context.WithCancel(context.Background())
+	defer cancelApps()
+	cp, cpAddrs, err := startService(ctx, appCtx, "control plane", func(ctx context.Context, ready func(addrs)) error {
+		return cpapp.Run(ctx, cpCfg, log.With("service", "control-plane"), func(a cpapp.Addrs) { ready(addrs{a.Public, a.Internal}) })
+	})
+	// Registered after the NATS and Postgres cleanups, so it runs before them.
+	defer cp.stop(cancelApps)
+	if err != nil {
+		return ignoreCancel(ctx, err)
+	}
+
+	tpCfg.ControlPlaneURL = "http://" + cpAddrs.internal
+	tp, tpAddrs, err := startService(ctx, appCtx, "tenant plane", func(ctx context.Context, ready func(addrs)) error {
+		return tpapp.Run(ctx, tpCfg, log.With("service", "tenant-plane"), func(a tpapp.Addrs) { ready(addrs{a.Public, a.Internal}) })
+	})
+	defer tp.stop(cancelApps)
+	if err != nil {
+		return ignoreCancel(ctx, err)
+	}
+
+	ln, err := net.Listen("tcp", ingressAddr)
+	if err != nil {
+		return fmt.Errorf("ingress: %w (set INGRESS_ADDR to use another address)", err)
+	}
+	srv := &http.Server{
+		Handler: ingress.New(
+			&url.URL{Scheme: "http", Host: cpAddrs.public},
+			&url.URL{Scheme: "http", Host: tpAddrs.public},
+			log.With("service", "ingress")),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	ingressDone := make(chan error, 1)
+	go func() { ingressDone <- srv.Serve(ln) }()
+
+	printBanner(ln.Addr().String(), cpAddrs, tpAddrs, pg, natsURL, natsNote)
+
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case <-cp.done:
+		failure = errors.New("control plane exited unexpectedly")
+	case <-tp.done:
+		failure = errors.New("tenant plane exited unexpectedly")
+	case err := <-ingressDone:
+		failure = fmt.Errorf("ingress: %w", err)
+	}
+	// A second Ctrl-C ends the process at once.
+	stopSignals()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(shutdownCtx)
+	cancelApps()
+	<-cp.done
+	<-tp.done
+	return errors.Join(failure, cp.err, tp.err)
+}
+
+type addrs struct{ public, internal string }
+
+// service is one app running in a goroutine of this process.
+type service struct {
+	name string
+	done chan struct{}
+	err  error
+}
+
+// startService runs an app on appCtx and returns once it reports its bound
+// addresses, it fails, or ctx (the signal context) ends. The returned service
+// is never nil, so the caller can always stop it.
+func startService(ctx, appCtx context.Context, name string, run func(context.Context, func(addrs)) error) (*service, addrs, error) {
+	s := &service{name: name, done: make(chan struct{})}
+	ready := make(chan addrs, 1)
+	go func() {
+		defer close(s.done)
+		s.err = run(appCtx, func(a addrs) { ready <- a })
+	}()
+	select {
+	case a := <-ready:
+		return s, a, nil
+	case <-ctx.Done():
+		return s, addrs{}, ctx.Err()
+	case <-s.done:
+		err := s.err
+		if err == nil {
+			err = errors.New("stopped before it was ready")
+		}
+		return s, addrs{}, fmt.Errorf("%s: %w", name, err)
+	}
+}
+
+// stop cancels the apps and waits for this one to return.
+func (s *service) stop(cancel context.CancelFunc) {
+	cancel()
+	<-s.done
+}
+
+// ignoreCancel turns a start-up interrupted by Ctrl-C into a clean exit.
+func ignoreCancel(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+type postgres struct {
+	coreURL string
+	// started is the cluster this run started, stopped on exit; nil when the
+	// server was already running.
+	started *pgcluster.Cluster
+}
+
+// ensurePostgres checks the server of coreURL rather than coreURL itself:
+// on a first run the core database does not exist yet.
+func ensurePostgres(ctx context.Context, coreURL, dir string) (postgres, error) {
+	coreDB, err := pgcluster.DatabaseName(coreURL)
+	if err != nil {
+		return postgres{}, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	if coreDB == "" {
+		coreDB = defaultCoreDB
+	}
+	serverURL, err := pgcluster.WithDatabase(coreURL, "postgres")
+	if err != nil {
+		return postgres{}, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	serverURL, started, err := pgcluster.Ensure(ctx, serverURL, dir, clusterPort)
+	if err != nil {
+		return postgres{}, err
+	}
+	if err := pgcluster.EnsureDatabase(ctx, serverURL, coreDB); err != nil {
+		if started != nil {
+			started.Stop()
+		}
+		return postgres{}, err
+	}
+	core, err := pgcluster.WithDatabase(serverURL, coreDB)
+	if err != nil {
+		return postgres{}, err
+	}
+	return postgres{coreURL: core, started: started}, nil
+}
+
+func printBanner(ingressAddr string, cp, tp addrs, pg postgres, natsURL, natsNote string) {
+	pgNote := "already running"
+	if pg.started != nil {
+		pgNote = "started in " + pg.started.Dir() + ", stopped on exit"
+	}
+	base := "http://" + ingressAddr
+	fmt.Printf(`
+tenantbase is running
+  ingress         %s   (requests with X-TENANT go to the tenant plane)
+  control plane   http://%s   internal http://%s
+  tenant plane    http://%s   internal http://%s
+  postgres        %s   (%s)
+  nats            %s   (%s)
+
+Try:
+  curl -s %s/health
+  curl -s -X POST %s/auth/register -H 'Content-Type: application/json' \
+    -d '{"email":"owner@example.com","password":"correct-horse-battery-staple"}'
+
+Ctrl-C stops everything.
+
+`, base, cp.public, cp.internal, tp.public, tp.internal, pgcluster.Redact(pg.coreURL), pgNote, natsURL, natsNote, base, base)
+}
+
+func newLogger(level string) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	// Text, not JSON: this runner is read by people at a terminal.
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+}
+
+// repoRoot is the nearest directory above the working directory holding
+// go.work, so .local lands in the same place from any subdirectory.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.work not found above the working directory: run from the repository")
+		}
+		dir = parent
+	}
+}

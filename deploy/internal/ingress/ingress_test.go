@@ -1,0 +1,141 @@
+package ingress_test
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"tenantbase/deploy/internal/ingress"
+)
+
+type seen struct {
+	Plane     string `json:"plane"`
+	Path      string `json:"path"`
+	RequestID string `json:"request_id"`
+	Tenant    string `json:"tenant"`
+	Forwarded string `json:"forwarded"`
+}
+
+func upstream(t *testing.T, plane string) *url.URL {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(seen{
+			Plane:     plane,
+			Path:      r.URL.RequestURI(),
+			RequestID: r.Header.Get("X-Request-ID"),
+			Tenant:    r.Header.Get("X-TENANT"),
+			Forwarded: r.Header.Get("X-Forwarded-For"),
+		})
+	}))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func TestRouting(t *testing.T) {
+	h := ingress.New(upstream(t, "control"), upstream(t, "tenant"), slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	tests := []struct {
+		name          string
+		method        string
+		path          string
+		header        map[string]string
+		wantStatus    int
+		wantPlane     string
+		wantRequestID string
+	}{
+		{name: "no tenant header goes to the control plane", method: "GET", path: "/health?x=1", wantStatus: 200, wantPlane: "control"},
+		{name: "tenant header goes to the tenant plane", method: "POST", path: "/auth/login", header: map[string]string{"X-TENANT": "42"}, wantStatus: 200, wantPlane: "tenant"},
+		{name: "invalid tenant header still goes to the tenant plane", method: "GET", path: "/profile", header: map[string]string{"X-TENANT": "abc"}, wantStatus: 200, wantPlane: "tenant"},
+		{name: "empty tenant header counts as absent", method: "GET", path: "/health", header: map[string]string{"X-TENANT": ""}, wantStatus: 200, wantPlane: "control"},
+		{name: "request id is kept", method: "GET", path: "/health", header: map[string]string{"X-Request-ID": "given-id"}, wantStatus: 200, wantPlane: "control", wantRequestID: "given-id"},
+		{name: "internal api is not routed", method: "GET", path: "/internal/tenants/1", wantStatus: 404},
+		{name: "internal api with tenant header is not routed", method: "GET", path: "/internal/tenants/1", header: map[string]string{"X-TENANT": "1"}, wantStatus: 404},
+		{name: "internal api behind dot segments is not routed", method: "GET", path: "/auth/../internal/tenants/1", wantStatus: 404},
+		{name: "internal root is not routed", method: "GET", path: "/internal", wantStatus: 404},
+		{name: "metrics are not routed", method: "GET", path: "/metrics", wantStatus: 404},
+		{name: "metrics with doubled slash are not routed", method: "GET", path: "//metrics", wantStatus: 404},
+		{name: "internal-looking public path is routed", method: "GET", path: "/internals", wantStatus: 200, wantPlane: "control"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Keep dot segments and doubled slashes as sent.
+			req.URL.Opaque = "//" + req.URL.Host + strings.SplitN(tt.path, "?", 2)[0]
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tt.wantStatus {
+				t.Fatalf("status = %d, want %d (body %s)", res.StatusCode, tt.wantStatus, body)
+			}
+			if tt.wantStatus == http.StatusNotFound {
+				var p struct {
+					Status int    `json:"status"`
+					Code   string `json:"code"`
+				}
+				if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Errorf("content type = %q, want application/problem+json", ct)
+				}
+				if err := json.Unmarshal(body, &p); err != nil || p.Status != 404 || p.Code != "not_found" {
+					t.Errorf("body %s is not a not_found problem (%v)", body, err)
+				}
+				return
+			}
+			var got seen
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatalf("upstream body %s: %v", body, err)
+			}
+			if got.Plane != tt.wantPlane {
+				t.Errorf("routed to %s plane, want %s", got.Plane, tt.wantPlane)
+			}
+			if got.Path != tt.path {
+				t.Errorf("upstream saw %q, want %q", got.Path, tt.path)
+			}
+			if got.Tenant != tt.header["X-TENANT"] {
+				t.Errorf("upstream X-TENANT = %q, want %q", got.Tenant, tt.header["X-TENANT"])
+			}
+			if got.Forwarded == "" {
+				t.Error("X-Forwarded-For not set")
+			}
+			switch {
+			case tt.wantRequestID != "" && got.RequestID != tt.wantRequestID:
+				t.Errorf("request id = %q, want %q", got.RequestID, tt.wantRequestID)
+			case tt.wantRequestID == "" && len(got.RequestID) != 32:
+				t.Errorf("request id = %q, want a generated 32-hex id", got.RequestID)
+			}
+		})
+	}
+}
+
+func TestUnreachableUpstreamIsBadGateway(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL, _ := url.Parse(dead.URL)
+	dead.Close()
+	h := ingress.New(deadURL, deadURL, slog.New(slog.DiscardHandler))
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
+	if rec.Code != http.StatusBadGateway || rec.Header().Get("Content-Type") != "application/problem+json" {
+		t.Fatalf("got %d %q, want 502 problem+json", rec.Code, rec.Header().Get("Content-Type"))
+	}
+}
