@@ -166,20 +166,24 @@ func LoadSigningKey(seedB64, dir, name string) (ed25519.PrivateKey, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	enc := base64.StdEncoding.EncodeToString(seed)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
-		// Another process of this run wrote it first: use theirs.
-		return LoadSigningKey("", dir, name)
-	}
+	// The key is written to a temporary file and linked into place, so a
+	// process starting at the same moment reads either no file or a whole one.
+	tmp, err := os.CreateTemp(dir, name+".key.*")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := f.WriteString(enc + "\n"); err != nil {
-		f.Close()
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n"); err != nil {
+		tmp.Close()
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
+	if err := tmp.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		// Another process of this run saved its key first: use that one.
+		return LoadSigningKey("", dir, name)
+	} else if err != nil {
 		return nil, err
 	}
 	return ed25519.NewKeyFromSeed(seed), nil

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/mail"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -33,7 +35,9 @@ func ValidatePassword(field, pw string) error {
 // plain addr-spec (no display name) of at most 255 characters.
 func NormalizeEmail(field, raw string) (string, error) {
 	e := strings.ToLower(strings.TrimSpace(raw))
-	if e == "" || len(e) > 255 {
+	// U+FFFD stands for bytes that were not UTF-8 (encoding/json substitutes
+	// it); control and format characters have no place in an address.
+	if e == "" || len(e) > 255 || strings.ContainsFunc(e, func(r rune) bool { return r == utf8.RuneError || !unicode.IsPrint(r) }) {
 		return "", problem.Invalid(field, "must be a valid email address")
 	}
 	a, err := mail.ParseAddress(e)

@@ -26,6 +26,12 @@ func Bind(c echo.Context, v any) error {
 		return bindError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		// The value may fit under the size limit while the body does not:
+		// the limit then shows up only here.
+		var he *echo.HTTPError
+		if errors.As(err, &he) {
+			return he
+		}
 		return problem.New(http.StatusBadRequest, "malformed_json", "request body must hold a single JSON object")
 	}
 	return nil

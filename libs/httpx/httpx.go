@@ -107,6 +107,10 @@ func ErrorHandler(table problem.Table) echo.HTTPErrorHandler {
 			return
 		}
 		p, ok := table.Lookup(err)
+		if ok && p.Status >= 500 {
+			// A mapped outage (a database down, say) is no bug, but still worth a line.
+			Logger(c.Request().Context()).Warn("request failed", "code", p.Code, "error", err.Error())
+		}
 		if !ok {
 			p = fromEcho(err)
 		}

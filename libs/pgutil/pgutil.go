@@ -5,7 +5,9 @@ package pgutil
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"strings"
 
@@ -35,6 +37,22 @@ func Code(err error) string {
 
 // IsUniqueViolation reports whether err is a unique-constraint violation.
 func IsUniqueViolation(err error) bool { return Code(err) == UniqueViolation }
+
+// IsUnavailable reports whether err means the database could not be reached
+// or dropped the connection: an outage to report as 503, not a bug.
+func IsUnavailable(err error) bool {
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	// Class 08 is connection exceptions; 57P01-57P03 are shutdowns and a
+	// server that is starting up.
+	if code := Code(err); strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03" {
+		return true
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, io.ErrUnexpectedEOF)
+}
 
 // Migrate applies every up migration in dir of files to the database at dsn
 // and returns the resulting version. golang-migrate holds a Postgres

@@ -73,11 +73,15 @@ func (p *Problem) RetryAfterHeader() string {
 	return strconv.Itoa(p.RetryAfter)
 }
 
-// Rule maps a domain error (matched with errors.Is) to a problem.
+// Rule maps a domain error (matched with errors.Is) to a problem. Errors
+// that are no sentinel, such as a driver's connection failures, are matched
+// with Match instead; Detail then says what the client is told.
 type Rule struct {
 	Err    error
+	Match  func(error) bool
 	Status int
 	Code   string
+	Detail string
 }
 
 // Table is a service's one mapping from domain errors to problems.
@@ -91,8 +95,12 @@ func (t Table) Lookup(err error) (*Problem, bool) {
 		return p, true
 	}
 	for _, r := range t {
-		if errors.Is(err, r.Err) {
-			return New(r.Status, r.Code, r.Err.Error()), true
+		if (r.Err != nil && errors.Is(err, r.Err)) || (r.Match != nil && r.Match(err)) {
+			detail := r.Detail
+			if detail == "" && r.Err != nil {
+				detail = r.Err.Error()
+			}
+			return New(r.Status, r.Code, detail), true
 		}
 	}
 	return nil, false

@@ -18,6 +18,8 @@ import (
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/migrations"
+	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/provisioning"
 )
 
 // Addrs are the bound addresses of the two listeners.
@@ -36,6 +38,11 @@ type deps struct {
 	metrics   *httpx.Metrics
 	public    *echo.Echo
 	internal  *echo.Echo
+	// accounts is set by mountAccounts, which runs first.
+	accounts *accounts.Service
+	// jobs is set by mountOrganizations; it enqueues background work in a
+	// caller's transaction (see ownerPasswordChanged).
+	jobs *provisioning.Jobs
 }
 
 // Run serves the control plane until ctx is cancelled, then shuts down
@@ -112,6 +119,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		httpx.Server{Listener: il, Handler: d.internal})
 	stopBackground()
 	bgErr := <-bgDone
+	d.accounts.Close()
 	log.Info("control plane stopped")
 	return errors.Join(serveErr, bgErr)
 }
@@ -136,6 +144,15 @@ func (c Config) validate() error {
 	case "open", "admin":
 	default:
 		return fmt.Errorf("config: OWNER_SIGNUP_POLICY must be open or admin, got %q", c.OwnerSignupPolicy)
+	}
+	if c.LoginMaxFailures < 1 || c.LoginLockout <= 0 {
+		return errors.New("config: LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive")
+	}
+	if c.AccessTokenTTL <= 0 || c.RefreshTokenTTL <= 0 {
+		return errors.New("config: ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL must be positive")
+	}
+	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
+		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
 	}
 	return nil
 }

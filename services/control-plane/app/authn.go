@@ -1,17 +1,24 @@
 package app
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/auth"
+	"tenantbase/libs/httpx"
 	"tenantbase/libs/problem"
+	"tenantbase/services/control-plane/internal/accounts"
 )
 
 const claimsKey = "core_claims"
 
-var errUnauthorized = problem.New(http.StatusUnauthorized, "unauthorized", "a valid core access token is required")
+var (
+	errUnauthorized  = problem.New(http.StatusUnauthorized, "unauthorized", "a valid core access token is required")
+	errAdminRequired = problem.New(http.StatusForbidden, "admin_required", "this endpoint is for platform admins")
+)
 
 // requireUser admits requests that carry a valid core access token
 // (Authorization: Bearer ...) and keeps its claims for currentUser.
@@ -19,18 +26,65 @@ func (d *deps) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := auth.BearerToken(c.Request())
 		if !ok {
-			return errUnauthorized
+			return unauthorized(c)
 		}
 		var claims auth.CoreClaims
 		if err := d.keys.Parse(token, auth.CoreAudience, &claims); err != nil {
-			return errUnauthorized
+			return unauthorized(c)
+		}
+		if _, err := subjectID(&claims); err != nil {
+			return unauthorized(c)
 		}
 		c.Set(claimsKey, &claims)
+		httpx.AddLogAttrs(c, "user_id", claims.Subject)
 		return next(c)
 	}
+}
+
+func unauthorized(c echo.Context) error {
+	c.Response().Header().Set("WWW-Authenticate", `Bearer realm="core"`)
+	return errUnauthorized
+}
+
+// requireAdmin admits platform admins only. The token must say is_admin and
+// the user row must still say so, so that a demoted admin loses access at
+// once rather than when the token expires.
+func (d *deps) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return d.requireUser(func(c echo.Context) error {
+		claims := currentUser(c)
+		if !claims.IsAdmin {
+			return errAdminRequired
+		}
+		id, _ := subjectID(claims)
+		u, err := d.accounts.User(c.Request().Context(), id)
+		if errors.Is(err, accounts.ErrUserNotFound) {
+			return unauthorized(c)
+		}
+		if err != nil {
+			return err
+		}
+		if !u.IsAdmin {
+			return errAdminRequired
+		}
+		return next(c)
+	})
 }
 
 // currentUser is the verified caller of a route behind requireUser.
 func currentUser(c echo.Context) *auth.CoreClaims {
 	return c.Get(claimsKey).(*auth.CoreClaims)
+}
+
+// currentUserID is the id of the caller of a route behind requireUser.
+func currentUserID(c echo.Context) int64 {
+	id, _ := subjectID(currentUser(c))
+	return id
+}
+
+func subjectID(claims *auth.CoreClaims) (int64, error) {
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	if err != nil || id < 1 {
+		return 0, errors.New("subject is not a user id")
+	}
+	return id, nil
 }

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"time"
 
 	"tenantbase/libs/config"
@@ -70,6 +71,20 @@ type Config struct {
 
 	// ProvisionMaxAttempts bounds provisioning retries before "failed".
 	ProvisionMaxAttempts int `envconfig:"PROVISION_MAX_ATTEMPTS" default:"5"`
+	// ProvisionRetryBackoff is the wait before a job's first retry; it
+	// doubles with every attempt, up to 10 minutes.
+	ProvisionRetryBackoff time.Duration `envconfig:"PROVISION_RETRY_BACKOFF" default:"5s"`
+	// JobTimeout cancels a background job attempt that runs longer.
+	JobTimeout time.Duration `envconfig:"JOB_TIMEOUT" default:"2m"`
+	// JobRescueAfter is how long a job may stay running before it is
+	// presumed lost with a crashed process and run again (at least JobTimeout).
+	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"5m"`
+	// ProvisionStepDelay is a fault-injection knob for crash tests: a pause
+	// before every provisioning step. Leave it at 0.
+	ProvisionStepDelay time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
+	// beforeProvisionStep, set only by tests (export_test.go), runs before
+	// every provisioning step; an error fails the step.
+	beforeProvisionStep func(ctx context.Context, orgID int64, step string) error
 	// Workers is the number of jobs this process runs at once.
 	Workers int `envconfig:"WORKERS" default:"4"`
 	// ShutdownTimeout bounds graceful shutdown.

@@ -1,6 +1,28 @@
 package app
 
-import "tenantbase/libs/problem"
+import (
+	"net/http"
+	"slices"
 
-// errorTable maps every domain error of the control plane to its problem.
-var errorTable = problem.Table{}
+	"tenantbase/libs/auth"
+	"tenantbase/libs/pgutil"
+	"tenantbase/libs/problem"
+	"tenantbase/services/control-plane/internal/accounts"
+)
+
+// errorTable maps every domain error of the control plane to its problem;
+// httpx.ErrorHandler renders it, so handlers just return errors.
+var errorTable = slices.Concat(accountErrors, organizationErrors)
+
+var accountErrors = problem.Table{
+	{Err: accounts.ErrEmailTaken, Status: http.StatusConflict, Code: "email_taken"},
+	{Err: accounts.ErrEmailNotVerified, Status: http.StatusForbidden, Code: "email_not_verified"},
+	{Err: accounts.ErrOwnerSignupRestricted, Status: http.StatusForbidden, Code: "owner_signup_restricted"},
+	{Err: accounts.ErrTokenInvalid, Status: http.StatusBadRequest, Code: "token_invalid"},
+	{Err: accounts.ErrTokenExpired, Status: http.StatusGone, Code: "token_expired"},
+	{Err: accounts.ErrUserNotFound, Status: http.StatusNotFound, Code: "user_not_found"},
+	{Err: accounts.ErrLastAdmin, Status: http.StatusConflict, Code: "last_admin"},
+	{Err: auth.ErrInvalidCredentials, Status: http.StatusUnauthorized, Code: "invalid_credentials"},
+	{Err: auth.ErrInvalidRefresh, Status: http.StatusUnauthorized, Code: "invalid_refresh_token"},
+	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "database_unavailable", Detail: "the core database is unreachable; try again shortly"},
+}

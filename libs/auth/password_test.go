@@ -1,0 +1,127 @@
+package auth_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"tenantbase/libs/auth"
+	"tenantbase/libs/problem"
+)
+
+func TestValidatePassword(t *testing.T) {
+	cases := []struct {
+		name string
+		pw   string
+		ok   bool
+	}{
+		{name: "empty", pw: ""},
+		{name: "9 bytes", pw: strings.Repeat("a", 9)},
+		{name: "10 bytes", pw: strings.Repeat("a", 10), ok: true},
+		{name: "72 bytes", pw: strings.Repeat("a", 72), ok: true},
+		{name: "73 bytes", pw: strings.Repeat("a", 73)},
+		{name: "36 two-byte characters", pw: strings.Repeat("é", 36), ok: true},
+		{name: "37 two-byte characters are 74 bytes", pw: strings.Repeat("é", 37)},
+		{name: "5 four-byte characters are 20 bytes", pw: strings.Repeat("🔑", 5), ok: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := auth.ValidatePassword("new_password", tc.pw)
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("rejected: %v", err)
+				}
+				return
+			}
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Status != 422 || len(p.Errors) != 1 || p.Errors[0].Field != "new_password" {
+				t.Fatalf("error %v, want a 422 naming new_password", err)
+			}
+		})
+	}
+}
+
+func TestNormalizeEmail(t *testing.T) {
+	cases := []struct {
+		name string
+		in   string
+		want string
+	}{
+		{name: "plain", in: "user@example.com", want: "user@example.com"},
+		{name: "trimmed and lower-cased", in: "  User.Name+Tag@Example.COM \t\n", want: "user.name+tag@example.com"},
+		{name: "unicode", in: "Jürgen@Bücher.example", want: "jürgen@bücher.example"},
+		{name: "subdomain", in: "a@mail.example.co.uk", want: "a@mail.example.co.uk"},
+		{name: "empty"},
+		{name: "blank", in: "   "},
+		{name: "no at", in: "user.example.com"},
+		{name: "no domain dot", in: "user@localhost"},
+		{name: "two ats", in: "a@b@example.com"},
+		{name: "display name", in: "User <user@example.com>"},
+		{name: "angle brackets", in: "<user@example.com>"},
+		{name: "quoted local part", in: `"john doe"@example.com`},
+		{name: "comment", in: "user(comment)@example.com"},
+		{name: "inner space", in: "us er@example.com"},
+		{name: "NUL", in: "us\x00er@example.com"},
+		{name: "CRLF", in: "user@example.com\r\nBcc: x@example.com"},
+		{name: "invalid UTF-8 replaced", in: "\uFFFD@example.com"},
+		{name: "invalid UTF-8 raw", in: "\xff@example.com"},
+		{name: "zero-width space", in: "us\u200ber@example.com"},
+		{name: "too long", in: strings.Repeat("a", 244) + "@example.com"},
+		{name: "255 bytes", in: strings.Repeat("a", 243) + "@example.com", want: strings.Repeat("a", 243) + "@example.com"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := auth.NormalizeEmail("email", tc.in)
+			if tc.want != "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("NormalizeEmail(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+				}
+				return
+			}
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Status != 422 || p.Errors[0].Field != "email" {
+				t.Fatalf("NormalizeEmail(%q) = %q, %v; want a 422 naming email", tc.in, got, err)
+			}
+		})
+	}
+}
+
+func TestPasswords(t *testing.T) {
+	pw, err := auth.NewPasswords(bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := pw.Hash("correct-horse-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cost, err := bcrypt.Cost([]byte(hash)); err != nil || cost != bcrypt.MinCost {
+		t.Fatalf("hash cost %d (%v), want %d", cost, err, bcrypt.MinCost)
+	}
+	cases := []struct {
+		name string
+		hash string
+		pw   string
+		want bool
+	}{
+		{name: "right password", hash: hash, pw: "correct-horse-1", want: true},
+		{name: "wrong password", hash: hash, pw: "correct-horse-2"},
+		{name: "unknown account", hash: "", pw: "dummy-password-for-timing"},
+		{name: "corrupt hash", hash: "not-a-hash", pw: "correct-horse-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := pw.Verify(tc.hash, tc.pw); got != tc.want {
+				t.Fatalf("Verify = %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	for _, cost := range []int{bcrypt.MinCost - 1, bcrypt.MaxCost + 1} {
+		if _, err := auth.NewPasswords(cost); err == nil {
+			t.Errorf("NewPasswords(%d) accepted", cost)
+		}
+	}
+}

@@ -1,0 +1,419 @@
+// Package accounts holds the control plane's core users: registration with
+// email verification, login with access and refresh tokens, and the
+// platform-admin view of users.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenantbase/libs/auth"
+	"tenantbase/libs/httpx"
+	"tenantbase/libs/problem"
+)
+
+// VerificationTTL is how long a verification link stays valid.
+const VerificationTTL = 24 * time.Hour
+
+// Domain errors; the service's error table maps them to problems.
+var (
+	ErrEmailTaken            = errors.New("an account with this email address already exists")
+	ErrEmailNotVerified      = errors.New("the email address of this account is not verified yet")
+	ErrOwnerSignupRestricted = errors.New("owner accounts are granted by platform admins only")
+	ErrTokenInvalid          = errors.New("the verification token is unknown or was already used")
+	ErrTokenExpired          = errors.New("the verification token has expired; ask for a new one")
+	ErrUserNotFound          = errors.New("no such user")
+	ErrLastAdmin             = errors.New("the last platform admin cannot be demoted")
+)
+
+// User is a core user as the API shows it: never the password hash.
+type User struct {
+	ID         int64     `json:"id"`
+	Email      string    `json:"email"`
+	IsVerified bool      `json:"is_verified"`
+	IsOwner    bool      `json:"is_owner"`
+	IsAdmin    bool      `json:"is_admin"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// Tokens answer a login or a refresh.
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// Mailer delivers one plain-text message.
+type Mailer interface {
+	Send(ctx context.Context, to, subject, body string) error
+}
+
+// Options are the account rules taken from the service's configuration.
+type Options struct {
+	// PublicURL prefixes the verification link sent by mail.
+	PublicURL string
+	// OpenOwnerSignup lets anyone register as an owner; otherwise only
+	// platform admins grant is_owner.
+	OpenOwnerSignup bool
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
+	Throttle        auth.Throttle
+}
+
+// Service implements the account flows on the core database.
+type Service struct {
+	db        *pgxpool.Pool
+	passwords *auth.Passwords
+	keys      *auth.Keys
+	mailer    Mailer
+	opts      Options
+	// sending tracks verification mail still in flight, for Close.
+	sending sync.WaitGroup
+}
+
+// New returns the account service.
+func New(db *pgxpool.Pool, passwords *auth.Passwords, keys *auth.Keys, mailer Mailer, opts Options) *Service {
+	return &Service{db: db, passwords: passwords, keys: keys, mailer: mailer, opts: opts}
+}
+
+// Close waits for verification mail still being sent.
+func (s *Service) Close() { s.sending.Wait() }
+
+// Registration is the input of Register.
+type Registration struct {
+	Email    string
+	Password string
+	IsOwner  bool
+}
+
+// Register creates an unverified user and mails a verification link. The
+// mail goes out after the commit and in the background: a mail server that
+// is down or slow neither fails nor delays the registration, and the user
+// can ask for another link.
+func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
+	email, emailErr := auth.NormalizeEmail("email", r.Email)
+	if err := fieldErrors(emailErr, auth.ValidatePassword("password", r.Password)); err != nil {
+		return User{}, err
+	}
+	if r.IsOwner && !s.opts.OpenOwnerSignup {
+		return User{}, ErrOwnerSignupRestricted
+	}
+	hash, err := s.passwords.Hash(r.Password)
+	if err != nil {
+		return User{}, fmt.Errorf("hash password: %w", err)
+	}
+	token, tokenHash := auth.NewOpaqueToken()
+	var u User
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		var err error
+		if u, err = insertUser(ctx, tx, newUser{email: email, hash: hash, isOwner: r.IsOwner}); err != nil {
+			return err
+		}
+		return insertVerificationToken(ctx, tx, u.ID, tokenHash, VerificationTTL)
+	})
+	if err != nil {
+		return User{}, err
+	}
+	s.sendVerification(ctx, u.Email, token)
+	return u, nil
+}
+
+// Verify spends a verification token and marks its user verified.
+func (s *Service) Verify(ctx context.Context, token string) (User, error) {
+	if token == "" {
+		return User{}, problem.Invalid("token", "is required")
+	}
+	var u User
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		userID, err := spendVerificationToken(ctx, tx, auth.HashToken(token))
+		if err != nil {
+			return err
+		}
+		u, err = markVerified(ctx, tx, userID)
+		return err
+	})
+	return u, err
+}
+
+// ResendVerification mails a fresh link to an unverified account and
+// voids its older links. It reports nothing about whether the account
+// exists or is verified: callers answer the same in every case.
+func (s *Service) ResendVerification(ctx context.Context, rawEmail string) error {
+	email, err := auth.NormalizeEmail("email", rawEmail)
+	if err != nil {
+		return err
+	}
+	token, tokenHash := auth.NewOpaqueToken()
+	send := false
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		id, verified, err := lockUserByEmail(ctx, tx, email)
+		if errors.Is(err, ErrUserNotFound) || verified {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := deleteUnusedVerificationTokens(ctx, tx, id); err != nil {
+			return err
+		}
+		send = true
+		return insertVerificationToken(ctx, tx, id, tokenHash, VerificationTTL)
+	})
+	if err != nil {
+		return err
+	}
+	if send {
+		s.sendVerification(ctx, email, token)
+	}
+	return nil
+}
+
+func (s *Service) sendVerification(ctx context.Context, email, token string) {
+	link := strings.TrimRight(s.opts.PublicURL, "/") + "/auth/verify?token=" + url.QueryEscape(token)
+	body := "Welcome to tenantbase.\n\n" +
+		"Confirm your email address by opening this link within 24 hours:\n\n" +
+		link + "\n\n" +
+		"If you did not create an account, you can ignore this message.\n"
+	// The request's logger stays with the send; its cancellation does not.
+	ctx = context.WithoutCancel(ctx)
+	s.sending.Add(1)
+	go func() {
+		defer s.sending.Done()
+		if err := s.mailer.Send(ctx, email, "Verify your email address", body); err != nil {
+			httpx.Logger(ctx).Error("verification mail not sent; the user can ask for another", "error", err.Error())
+		}
+	}()
+}
+
+// Login checks the credentials of a verified user and starts a session.
+// Unknown emails cost as much time as wrong passwords, and repeated
+// failures lock the account for a while (429 with Retry-After).
+func (s *Service) Login(ctx context.Context, rawEmail, password string) (Tokens, error) {
+	email, emailErr := auth.NormalizeEmail("email", rawEmail)
+	var pwErr error
+	if password == "" {
+		pwErr = problem.Invalid("password", "is required")
+	}
+	if err := fieldErrors(emailErr, pwErr); err != nil {
+		return Tokens{}, err
+	}
+	id, err := auth.CheckPassword(ctx, s.db, "coreuser", s.passwords, s.opts.Throttle, email, password)
+	if err != nil {
+		return Tokens{}, err
+	}
+	u, err := s.User(ctx, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return Tokens{}, auth.ErrInvalidCredentials
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !u.IsVerified {
+		return Tokens{}, ErrEmailNotVerified
+	}
+	refresh, err := auth.IssueRefresh(ctx, s.db, u.ID, s.opts.RefreshTokenTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return s.tokens(u, refresh)
+}
+
+// Refresh rotates a refresh token and issues an access token carrying the
+// user's current flags. Presenting a token that was already rotated
+// revokes its whole family.
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
+	if refreshToken == "" {
+		return Tokens{}, problem.Invalid("refresh_token", "is required")
+	}
+	id, next, err := auth.RotateRefresh(ctx, s.db, refreshToken, s.opts.RefreshTokenTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	u, err := s.User(ctx, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return Tokens{}, auth.ErrInvalidRefresh
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !u.IsVerified {
+		return Tokens{}, ErrEmailNotVerified
+	}
+	return s.tokens(u, next)
+}
+
+// Logout revokes the session (the token family) refreshToken belongs to.
+// Unknown tokens are accepted silently: the session is gone either way.
+func (s *Service) Logout(ctx context.Context, refreshToken string) error {
+	if refreshToken == "" {
+		return problem.Invalid("refresh_token", "is required")
+	}
+	return auth.RevokeRefresh(ctx, s.db, refreshToken)
+}
+
+func (s *Service) tokens(u User, refresh string) (Tokens, error) {
+	access, err := s.keys.Sign(auth.CoreClaims{
+		RegisteredClaims: s.keys.Registered(strconv.FormatInt(u.ID, 10), auth.CoreAudience, s.opts.AccessTokenTTL),
+		IsOwner:          u.IsOwner,
+		IsAdmin:          u.IsAdmin,
+	})
+	if err != nil {
+		return Tokens{}, fmt.Errorf("sign access token: %w", err)
+	}
+	return Tokens{
+		AccessToken:  access,
+		TokenType:    "bearer",
+		ExpiresIn:    int64(s.opts.AccessTokenTTL / time.Second),
+		RefreshToken: refresh,
+	}, nil
+}
+
+// User returns the user with id, or ErrUserNotFound.
+func (s *Service) User(ctx context.Context, id int64) (User, error) {
+	return userByID(ctx, s.db, id)
+}
+
+// EnsureAdmin creates a verified platform admin (and owner) with email and
+// password unless an account with that email exists; it reports whether
+// it created one. Instances starting together create it once.
+func (s *Service) EnsureAdmin(ctx context.Context, rawEmail, password string) (bool, error) {
+	email, err := auth.NormalizeEmail("BOOTSTRAP_ADMIN_EMAIL", rawEmail)
+	if err != nil {
+		return false, err
+	}
+	if err := auth.ValidatePassword("BOOTSTRAP_ADMIN_PASSWORD", password); err != nil {
+		return false, err
+	}
+	if _, err := userByEmail(ctx, s.db, email); err == nil {
+		return false, nil
+	} else if !errors.Is(err, ErrUserNotFound) {
+		return false, err
+	}
+	hash, err := s.passwords.Hash(password)
+	if err != nil {
+		return false, fmt.Errorf("hash password: %w", err)
+	}
+	_, err = insertUser(ctx, s.db, newUser{email: email, hash: hash, isOwner: true, isAdmin: true, isVerified: true})
+	if errors.Is(err, ErrEmailTaken) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Page limits of ListUsers.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// UserQuery selects a page of users in id order.
+type UserQuery struct {
+	// EmailContains keeps users whose email contains it (case-insensitive).
+	EmailContains string
+	// After is the cursor: the id of the last user of the previous page.
+	After int64
+	Limit int
+}
+
+// UserPage is one page of users; NextCursor is nil on the last page.
+type UserPage struct {
+	Items      []User  `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+// ListUsers returns one page of users (keyset pagination on id).
+func (s *Service) ListUsers(ctx context.Context, q UserQuery) (UserPage, error) {
+	if q.Limit == 0 {
+		q.Limit = DefaultPageSize
+	}
+	if q.Limit < 1 || q.Limit > MaxPageSize {
+		return UserPage{}, problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", MaxPageSize))
+	}
+	if q.After < 0 {
+		return UserPage{}, problem.Invalid("cursor", "is not a cursor this API returned")
+	}
+	if len(q.EmailContains) > 255 || !utf8.ValidString(q.EmailContains) || strings.ContainsRune(q.EmailContains, 0) {
+		return UserPage{}, problem.Invalid("email", "must be at most 255 bytes of UTF-8 text")
+	}
+	filter := strings.ToLower(strings.TrimSpace(q.EmailContains))
+	users, err := listUsers(ctx, s.db, filter, q.After, q.Limit+1)
+	if err != nil {
+		return UserPage{}, err
+	}
+	page := UserPage{Items: users}
+	if len(users) > q.Limit {
+		page.Items = users[:q.Limit]
+		next := strconv.FormatInt(page.Items[q.Limit-1].ID, 10)
+		page.NextCursor = &next
+	}
+	return page, nil
+}
+
+// UserPatch changes a user's flags; nil fields stay as they are.
+type UserPatch struct {
+	IsOwner    *bool
+	IsAdmin    *bool
+	IsVerified *bool
+}
+
+// UpdateUser applies patch to the user with id. Demoting the last
+// platform admin is refused, so the platform always keeps one.
+func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (User, error) {
+	if patch.IsOwner == nil && patch.IsAdmin == nil && patch.IsVerified == nil {
+		return User{}, problem.Invalid("body", "set at least one of is_owner, is_admin, is_verified")
+	}
+	var u User
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if patch.IsAdmin != nil && !*patch.IsAdmin {
+			admins, err := lockAdmins(ctx, tx)
+			if err != nil {
+				return err
+			}
+			if len(admins) == 1 && admins[0] == id {
+				return ErrLastAdmin
+			}
+		}
+		var err error
+		u, err = updateUserFlags(ctx, tx, id, patch)
+		return err
+	})
+	return u, err
+}
+
+// fieldErrors joins the validation problems among errs into one 422 that
+// names every failing field; any other error is returned as it is.
+func fieldErrors(errs ...error) error {
+	var joined *problem.Problem
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var p *problem.Problem
+		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
+			return err
+		}
+		if joined == nil {
+			cp := *p
+			joined = &cp
+			continue
+		}
+		joined.Errors = append(append([]problem.FieldError(nil), joined.Errors...), p.Errors...)
+		joined.Detail += "; " + p.Detail
+	}
+	if joined == nil {
+		return nil
+	}
+	return joined
+}
