@@ -4,7 +4,11 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
+	"sort"
+	"strings"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -34,4 +38,30 @@ func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) 
 // environment. Names are used as written in the tags, without a prefix.
 func Load(cfg any) error {
 	return envconfig.Process("", cfg)
+}
+
+// DevServiceToken is the service credential's local default; production refuses it.
+const DevServiceToken = "local-dev-service-token"
+
+// RequireInProduction fails when env is "production" and a key that local
+// runs generate on the fly is missing (each replica would make its own), or
+// the service token is still the local default.
+func RequireInProduction(env string, keys map[string]Secret, serviceToken Secret) error {
+	if env != "production" {
+		return nil
+	}
+	var missing []string
+	for name, v := range keys {
+		if v == "" {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return fmt.Errorf("config: ENV=production requires %s", strings.Join(missing, ", "))
+	}
+	if serviceToken == "" || serviceToken == DevServiceToken {
+		return errors.New("config: ENV=production requires a SERVICE_TOKEN other than the local default")
+	}
+	return nil
 }

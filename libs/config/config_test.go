@@ -36,3 +36,30 @@ func TestSecretNeverPrints(t *testing.T) {
 		}
 	}
 }
+
+func TestRequireInProduction(t *testing.T) {
+	keys := map[string]Secret{"JWT_SIGNING_KEY": "k", "CREDENTIALS_KEY": ""}
+	cases := []struct {
+		name    string
+		env     string
+		keys    map[string]Secret
+		token   Secret
+		wantErr string
+	}{
+		{"local allows generated keys", "local", keys, DevServiceToken, ""},
+		{"production names the missing key", "production", keys, "s3cret", "CREDENTIALS_KEY"},
+		{"production refuses the dev service token", "production", map[string]Secret{"JWT_SIGNING_KEY": "k"}, DevServiceToken, "SERVICE_TOKEN"},
+		{"production with everything set", "production", map[string]Secret{"JWT_SIGNING_KEY": "k"}, "s3cret", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := RequireInProduction(tc.env, tc.keys, tc.token)
+			if tc.wantErr == "" && err != nil {
+				t.Fatalf("unexpected error: %v", err)
+			}
+			if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("error %v, want one naming %s", err, tc.wantErr)
+			}
+		})
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/auth"
+	"tenantbase/libs/config"
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
@@ -154,5 +155,8 @@ func (c Config) validate() error {
 	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
 		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
 	}
-	return nil
+	return config.RequireInProduction(c.Env, map[string]config.Secret{
+		"JWT_SIGNING_KEY": c.JWTSigningKey,
+		"CREDENTIALS_KEY": c.CredentialsKey,
+	}, c.ServiceToken)
 }
