@@ -9,7 +9,7 @@ export GOFLAGS
 TEST_TIMEOUT ?= 15m
 
 .DEFAULT_GOAL := help
-.PHONY: help test run build fmt vet bench
+.PHONY: help test run build fmt vet bench subscribe
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,3 +49,6 @@ bench: ## Run every module's benchmarks once each (figures only, no assertions)
 		echo "==> $$m"; \
 		(cd $$m && go test -run '^$$' -bench . -benchtime 1x ./...) || { echo "FAILED: go test -bench in $$m"; exit 1; }; \
 	done
+
+subscribe: ## Print each tenant.created event (durable consumer on TENANT_EVENTS at NATS_URL)
+	go run ./services/control-plane/cmd/tenant-events

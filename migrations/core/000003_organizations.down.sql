@@ -1,0 +1,4 @@
+BEGIN;
+DROP TABLE IF EXISTS event_outbox;
+DROP TABLE IF EXISTS organization;
+COMMIT;

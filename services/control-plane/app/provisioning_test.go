@@ -1,0 +1,454 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantbase/libs/config"
+	"tenantbase/libs/events"
+	"tenantbase/libs/testenv"
+	"tenantbase/services/control-plane/app"
+	"tenantbase/services/control-plane/cptest"
+	"tenantbase/services/control-plane/internal/provisioning"
+)
+
+// stepCounter counts provisioning steps per organization and fails the
+// steps it is told to.
+type stepCounter struct {
+	mu    sync.Mutex
+	runs  map[int64]map[string]int
+	fail  string
+	cause error
+}
+
+func newStepCounter() *stepCounter { return &stepCounter{runs: map[int64]map[string]int{}} }
+
+func (s *stepCounter) before(_ context.Context, orgID int64, step string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.runs[orgID] == nil {
+		s.runs[orgID] = map[string]int{}
+	}
+	s.runs[orgID][step]++
+	if step == s.fail {
+		return s.cause
+	}
+	return nil
+}
+
+func (s *stepCounter) failStep(step string, cause error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.fail, s.cause = step, cause
+}
+
+func (s *stepCounter) count(orgID int64, step string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runs[orgID][step]
+}
+
+// TestProvisioningFailureThenRetry fails each step in turn: the job is
+// retried up to the limit, then the organization is failed with a readable
+// detail and tenant.provisioning_failed; the retry endpoint brings it to
+// ready once the cause is gone.
+func TestProvisioningFailureThenRetry(t *testing.T) {
+	const attempts = 3
+	steps := newStepCounter()
+	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
+		c.ProvisionMaxAttempts = attempts
+		app.SetBeforeProvisionStep(c, steps.before)
+	}})
+	log := cptest.Subscribe(t, cp.NATS.URL(), events.SubjectAll)
+	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
+
+	for _, step := range []string{
+		provisioning.StepCreateRole, provisioning.StepCreateDatabase, provisioning.StepMigrate,
+		provisioning.StepSyncOwner, provisioning.StepMarkReady,
+	} {
+		t.Run(step, func(t *testing.T) {
+			steps.failStep(step, errors.New("injected: disk full"))
+			org := cp.CreateOrganization(t, owner.AccessToken, "Fails at "+step)
+			failed := cp.WaitStatus(t, owner.AccessToken, org.ID, "failed", readyTimeout)
+			if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, fmt.Sprintf("after %d attempts", attempts)) ||
+				!strings.Contains(*failed.StatusDetail, step+": injected: disk full") {
+				t.Fatalf("status_detail = %v, want the step, the cause and the attempt count", failed.StatusDetail)
+			}
+			if n := steps.count(org.ID, step); n != attempts {
+				t.Fatalf("step %s ran %d times, want %d", step, n, attempts)
+			}
+			if tenant := cp.Tenant(t, org.ID); tenant.Status != "failed" || tenant.Database != nil {
+				t.Fatalf("internal API: %+v, want failed without database", tenant)
+			}
+			got := log.WaitUntil(t, 30*time.Second, "tenant.provisioning_failed", func(got []cptest.Received) bool {
+				return len(cptest.OfTenant(got, org.ID)) > 0
+			})
+			if e := cptest.OfTenant(got, org.ID); e[0].Envelope.Type != events.TenantProvisioningFailed ||
+				e[0].Envelope.Data.Status != "failed" || e[0].Envelope.Data.Detail != *failed.StatusDetail {
+				t.Fatalf("first event %+v, want tenant.provisioning_failed with the detail", e[0].Envelope)
+			}
+
+			steps.failStep("", nil)
+			var retried cptest.Organization
+			cp.Do(t, http.MethodPost, "/organizations/"+strconv.FormatInt(org.ID, 10)+"/retry", owner.AccessToken, nil).
+				Expect(t, http.StatusAccepted).Decode(t, &retried)
+			if retried.Status != "provisioning" || retried.StatusDetail != nil {
+				t.Fatalf("retry answered %+v, want provisioning without detail", retried)
+			}
+			cp.WaitStatus(t, owner.AccessToken, org.ID, "ready", readyTimeout)
+			var n int
+			queryOne(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &n)
+			if n != 1 {
+				t.Fatalf("%d tenant admins after the retry, want 1", n)
+			}
+			got = log.WaitUntil(t, 30*time.Second, "tenant.created", func(got []cptest.Received) bool {
+				return len(cptest.OfTenant(got, org.ID)) >= 2
+			})
+			var types []string
+			for _, e := range cptest.OfTenant(log.Settle(t, 300*time.Millisecond), org.ID) {
+				types = append(types, e.Envelope.Type)
+			}
+			if want := []string{events.TenantProvisioningFailed, events.TenantCreated}; !slices.Equal(types, want) {
+				t.Fatalf("events %v, want %v", types, want)
+			}
+		})
+	}
+}
+
+// TestProvisioningTwoControlPlanes runs two control planes on one core
+// database: each of 20 organizations is provisioned exactly once.
+func TestProvisioningTwoControlPlanes(t *testing.T) {
+	const orgs = 20
+	core := cptest.CoreDatabase(t)
+	nats := testenv.NATS(t)
+	keys := t.TempDir()
+	counters := []*stepCounter{newStepCounter(), newStepCounter()}
+	var cps []*cptest.ControlPlane
+	for i := range counters {
+		cps = append(cps, cptest.Start(t, cptest.Options{DatabaseURL: core, NATSURL: nats.URL(), KeysDir: keys,
+			Configure: func(c *app.Config) { app.SetBeforeProvisionStep(c, counters[i].before) }}))
+	}
+	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
+	owner := cps[0].SignUpOwner(t, "owner@example.com", ownerPassword)
+
+	var ids []int64
+	for i := range orgs {
+		ids = append(ids, cps[i%2].CreateOrganization(t, owner.AccessToken, fmt.Sprintf("Shared %d", i)).ID)
+	}
+	for _, id := range ids {
+		cps[1].WaitStatus(t, owner.AccessToken, id, "ready", readyTimeout)
+	}
+	worked := []int{0, 0}
+	for _, id := range ids {
+		for _, step := range []string{provisioning.StepCreateRole, provisioning.StepMarkReady} {
+			a, b := counters[0].count(id, step), counters[1].count(id, step)
+			if a+b != 1 {
+				t.Errorf("organization %d: step %s ran %d + %d times, want once in all", id, step, a, b)
+			}
+		}
+		if counters[0].count(id, provisioning.StepCreateRole) == 1 {
+			worked[0]++
+		} else {
+			worked[1]++
+		}
+	}
+	t.Logf("provisioned by the first control plane: %d, by the second: %d", worked[0], worked[1])
+
+	got := created.WaitFor(t, orgs, time.Minute)
+	got = created.Settle(t, time.Second)
+	perTenant := map[int64]int{}
+	for _, r := range got {
+		perTenant[r.Envelope.Data.TenantID]++
+	}
+	for _, id := range ids {
+		if perTenant[id] != 1 {
+			t.Errorf("organization %d: %d tenant.created events, want 1", id, perTenant[id])
+		}
+	}
+	if len(got) != orgs {
+		t.Errorf("%d tenant.created events, want %d", len(got), orgs)
+	}
+}
+
+// TestProvisioningWithLimitedAdmin provisions and deletes tenants through
+// an admin role that is no superuser, only CREATEROLE and CREATEDB.
+func TestProvisioningWithLimitedAdmin(t *testing.T) {
+	server := testenv.PostgresURL(t)
+	role := fmt.Sprintf("cptest_admin_%d", rand.Int64N(1_000_000_000))
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE ROLE "+pgx.Identifier{role}.Sanitize()+" LOGIN CREATEROLE CREATEDB"); err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the core database: runs after its tenants are dropped.
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), server)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{role}.Sanitize()); err != nil {
+			t.Errorf("drop %s: %v", role, err)
+		}
+	})
+	u, err := url.Parse(server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+
+	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) { c.TenantDBAdminURL = config.Secret(u.String()) }})
+	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
+	org := cp.CreateReadyOrganization(t, owner, "Least privilege")
+	name := "tenant_" + strconv.FormatInt(org.ID, 10)
+	var dbOwner string
+	queryOne(t, server, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, []any{name}, &dbOwner)
+	if dbOwner != name {
+		t.Fatalf("database owner %s, want %s", dbOwner, name)
+	}
+	var n int
+	queryOne(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
+
+	cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
+	cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
+	var dbs, roles int
+	queryOne(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
+		(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
+	if dbs != 0 || roles != 0 {
+		t.Fatalf("%d databases and %d roles named %s remain", dbs, roles, name)
+	}
+}
+
+// childControlPlane is the control plane binary run as a child process, so
+// that a test can kill it.
+type childControlPlane struct {
+	bin  string
+	env  []string
+	logs *os.File
+	cmd  *exec.Cmd
+}
+
+func buildControlPlane(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "control-plane")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = ".."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func (c *childControlPlane) start(t *testing.T, publicURL string) {
+	t.Helper()
+	cmd := exec.Command(c.bin)
+	cmd.Env = c.env
+	cmd.Stdout = c.logs
+	cmd.Stderr = c.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd = cmd
+	testenv.Eventually(t, time.Minute, func() bool {
+		res, err := http.Get(publicURL + "/health")
+		if err != nil {
+			return false
+		}
+		res.Body.Close()
+		return res.StatusCode == http.StatusOK
+	}, "child control plane healthy")
+}
+
+func (c *childControlPlane) kill(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.cmd.Wait()
+}
+
+// TestProvisioningCrashConverges kills the control plane process (SIGKILL)
+// at random moments while it provisions, restarts it, and checks that
+// every organization converges to ready with one database, one role and
+// one tenant.created event each, and nothing left over.
+func TestProvisioningCrashConverges(t *testing.T) {
+	const orgs, crashes = 3, 3
+	core := cptest.CoreDatabase(t)
+	nats := testenv.NATS(t)
+	smtp := testenv.SMTP(t)
+	publicAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	internalAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	logs, err := os.Create(filepath.Join(t.TempDir(), "control-plane.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := &childControlPlane{bin: buildControlPlane(t), logs: logs, env: []string{
+		"PATH=" + os.Getenv("PATH"),
+		"ENV=test",
+		"LOG_LEVEL=info",
+		"DATABASE_URL=" + core,
+		"NATS_URL=" + nats.URL(),
+		"HTTP_ADDR=" + publicAddr,
+		"INTERNAL_ADDR=" + internalAddr,
+		"PUBLIC_URL=http://tenantbase.test",
+		"KEYS_DIR=" + t.TempDir(),
+		"BCRYPT_COST=4",
+		"SMTP_ADDR=" + smtp.Addr(),
+		"SERVICE_TOKEN=" + cptest.ServiceToken,
+		// Slow steps leave time to be killed in the middle of one.
+		"PROVISION_STEP_DELAY=300ms",
+		"PROVISION_RETRY_BACKOFF=100ms",
+		"JOB_TIMEOUT=10s",
+		"JOB_RESCUE_AFTER=10s",
+	}}
+	t.Cleanup(func() {
+		if child.cmd != nil && child.cmd.ProcessState == nil {
+			_ = child.cmd.Process.Signal(syscall.SIGTERM)
+			_ = child.cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			t.Logf("child logs:\n%s", b)
+		}
+	})
+	publicURL := "http://" + publicAddr
+	child.start(t, publicURL)
+	api := cptest.NewClient(t, publicURL, "http://"+internalAddr, smtp)
+	owner := api.SignUpOwner(t, "owner@example.com", ownerPassword)
+	var ids []int64
+	for i := range orgs {
+		ids = append(ids, api.CreateOrganization(t, owner.AccessToken, fmt.Sprintf("Crash %d", i)).ID)
+	}
+
+	pool, err := pgx.Connect(context.Background(), core)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close(context.Background())
+	ctx := context.Background()
+	started := time.Now()
+	for round := 1; round <= crashes; round++ {
+		// Wait for this process to be in the middle of provisioning.
+		var running, unfinished int
+		testenv.Eventually(t, 2*time.Minute, func() bool {
+			err := pool.QueryRow(ctx, `SELECT
+				count(*) FILTER (WHERE state = 'running' AND attempted_at > $1),
+				count(*) FILTER (WHERE state NOT IN ('completed', 'cancelled', 'discarded'))
+				FROM river_job WHERE kind = 'provision_tenant'`, started).Scan(&running, &unfinished)
+			return err == nil && (running > 0 || unfinished == 0)
+		}, "a provisioning job running")
+		if unfinished == 0 {
+			t.Logf("round %d: every job finished before a crash", round)
+			break
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(1500 * time.Millisecond))))
+		child.kill(t)
+		var progress []string
+		rows, _ := pool.Query(ctx, `SELECT o.id, o.status, o.db_password_enc IS NOT NULL,
+				EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenant_' || o.id),
+				EXISTS (SELECT FROM pg_database WHERE datname = 'tenant_' || o.id)
+			FROM organization o ORDER BY o.id`)
+		for rows.Next() {
+			var id int64
+			var status string
+			var placed, role, db bool
+			_ = rows.Scan(&id, &status, &placed, &role, &db)
+			progress = append(progress, fmt.Sprintf("%d:%s(placed=%v role=%v database=%v)", id, status, placed, role, db))
+		}
+		rows.Close()
+		t.Logf("round %d: killed with %d jobs running; %s", round, running, strings.Join(progress, " "))
+		started = time.Now()
+		child.start(t, publicURL)
+	}
+	for _, id := range ids {
+		api.WaitStatus(t, owner.AccessToken, id, "ready", 3*time.Minute)
+	}
+
+	server := testenv.PostgresURL(t)
+	for _, id := range ids {
+		name := "tenant_" + strconv.FormatInt(id, 10)
+		var dbOwner string
+		var roles, admins, outbox int
+		queryOne(t, server, `SELECT coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1), ''),
+			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbOwner, &roles)
+		queryOne(t, api.Tenant(t, id).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &admins)
+		queryOne(t, core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created' AND payload->'data'->>'tenant_id' = $1`,
+			[]any{strconv.FormatInt(id, 10)}, &outbox)
+		if dbOwner != name || roles != 1 || admins != 1 || outbox != 1 {
+			t.Errorf("%s: database owner %q, %d roles, %d admins, %d tenant.created in the outbox; want itself, 1, 1, 1",
+				name, dbOwner, roles, admins, outbox)
+		}
+	}
+	var leftovers []string
+	rows, err := pool.Query(ctx, `SELECT datname FROM pg_database WHERE datname ~ '^tenant_[0-9]+$'
+		UNION ALL SELECT rolname FROM pg_roles WHERE rolname ~ '^tenant_[0-9]+$'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other tests' tenants live in other id ranges (see cptest.CoreDatabase).
+	rangeStart := slices.Min(ids) - slices.Min(ids)%1_000_000
+	for _, n := range names {
+		id, _ := strconv.ParseInt(strings.TrimPrefix(n, "tenant_"), 10, 64)
+		if id >= rangeStart && id < rangeStart+1_000_000 && !slices.Contains(ids, id) {
+			leftovers = append(leftovers, n)
+		}
+	}
+	if len(leftovers) > 0 {
+		t.Errorf("orphans in this test's id range: %v", leftovers)
+	}
+
+	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
+	got := created.WaitFor(t, orgs, time.Minute)
+	got = created.Settle(t, time.Second)
+	if len(got) != orgs {
+		var b bytes.Buffer
+		for _, r := range got {
+			fmt.Fprintf(&b, "%s %d\n", r.Envelope.ID, r.Envelope.Data.TenantID)
+		}
+		t.Fatalf("%d tenant.created on the stream, want %d:\n%s", len(got), orgs, b.String())
+	}
+}
+
+// TestProvisioningTimeoutFails gives provisioning less time than a step
+// takes: the attempt is cancelled, and the organization ends failed with
+// the reason rather than staying in provisioning.
+func TestProvisioningTimeoutFails(t *testing.T) {
+	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
+		c.ProvisionStepDelay = time.Hour
+		c.JobTimeout = 200 * time.Millisecond
+		c.JobRescueAfter = time.Second
+		c.ProvisionMaxAttempts = 1
+	}})
+	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
+	org := cp.CreateOrganization(t, owner.AccessToken, "Too slow")
+	failed := cp.WaitStatus(t, owner.AccessToken, org.ID, "failed", time.Minute)
+	if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, "after 1 attempt: create_role: context deadline exceeded") {
+		t.Fatalf("status_detail = %v, want the timeout of the first step", failed.StatusDetail)
+	}
+}

@@ -1,0 +1,156 @@
+// Command tenant-events is a minimal subscriber of the tenant lifecycle
+// events: it attaches a durable JetStream consumer to TENANT_EVENTS and
+// prints each event of the chosen type (tenant.created by default) as one
+// line, skipping redeliveries of an event it has already printed.
+//
+//	go run ./services/control-plane/cmd/tenant-events -nats nats://127.0.0.1:4222
+//
+// Being durable, the consumer resumes after a restart where it left off;
+// docs/events.md describes the contract it relies on.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tenantbase/libs/events"
+	"tenantbase/libs/service"
+)
+
+func main() {
+	ctx, stop := service.SignalContext()
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "tenant-events:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("tenant-events", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	natsURL := fs.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL")
+	durable := fs.String("durable", "tenant-events-printer", "durable consumer name")
+	subject := fs.String("subject", events.TenantCreated, "event type to print (tenant.> for all)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	nc, err := nats.Connect(*natsURL, nats.Name("tenant-events"), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cons, err := attach(ctx, js, *durable, *subject, stderr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "consumer %s on %s (%s) attached\n", *durable, events.Stream, *subject)
+
+	// JetStream drops republished duplicates within its window; a message
+	// redelivered because its ack was lost still arrives twice, so the
+	// event id decides.
+	seen := newSeen(10_000)
+	msgs, err := cons.Messages()
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-ctx.Done()
+		msgs.Stop()
+	}()
+	for {
+		msg, err := msgs.Next()
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return nil
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "receive:", err)
+			continue
+		}
+		e, err := events.Decode(msg.Data())
+		if err != nil {
+			// Not an event this program understands: leave it to others.
+			fmt.Fprintln(stderr, "skip:", err)
+			_ = msg.Term()
+			continue
+		}
+		if seen.add(e.ID) {
+			fmt.Fprintf(stdout, "%s %s tenant=%d name=%q owner=%d status=%s schema_version=%d id=%s\n",
+				e.Time.Format(time.RFC3339), e.Type, e.Data.TenantID, e.Data.Name, e.Data.OwnerID,
+				e.Data.Status, e.Data.SchemaVersion, e.ID)
+		}
+		if err := msg.Ack(); err != nil {
+			fmt.Fprintln(stderr, "ack:", err)
+		}
+	}
+}
+
+// attach creates or updates the durable consumer, waiting for the stream
+// when the control plane has not created it yet.
+func attach(ctx context.Context, js jetstream.JetStream, durable, subject string, stderr io.Writer) (jetstream.Consumer, error) {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		cons, err := js.CreateOrUpdateConsumer(cctx, events.Stream, jetstream.ConsumerConfig{
+			Durable:       durable,
+			FilterSubject: subject,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckWait:       30 * time.Second,
+		})
+		cancel()
+		if err == nil {
+			return cons, nil
+		}
+		fmt.Fprintf(stderr, "waiting for stream %s: %v\n", events.Stream, err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// seenIDs remembers the most recent event ids, up to a bound.
+type seenIDs struct {
+	ids   map[string]struct{}
+	order []string
+	limit int
+}
+
+func newSeen(limit int) *seenIDs {
+	return &seenIDs{ids: make(map[string]struct{}, limit), limit: limit}
+}
+
+// add records id and reports whether it was new.
+func (s *seenIDs) add(id string) bool {
+	if _, ok := s.ids[id]; ok {
+		return false
+	}
+	if len(s.order) == s.limit {
+		delete(s.ids, s.order[0])
+		s.order = s.order[1:]
+	}
+	s.ids[id] = struct{}{}
+	s.order = append(s.order, id)
+	return true
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tenantbase/libs/events"
+	"tenantbase/libs/testenv"
+	"tenantbase/services/control-plane/internal/natsbus"
+)
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) lines() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestPrintsEachTenantCreatedOnce runs the subscriber twice with the same
+// durable name: it prints tenant.created events only, a redelivered event
+// once, and after a restart only what it has not acknowledged yet.
+func TestPrintsEachTenantCreatedOnce(t *testing.T) {
+	srv := testenv.NATS(t)
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	if _, err := js.CreateOrUpdateStream(ctx, natsbus.StreamConfig(natsbus.StreamOptions{MaxAge: time.Hour})); err != nil {
+		t.Fatal(err)
+	}
+	publish := func(e events.Envelope) {
+		t.Helper()
+		b, _ := json.Marshal(e)
+		if _, err := js.Publish(ctx, e.Type, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := events.New(events.TenantCreated, events.TenantData{TenantID: 41, Name: "Acme", OwnerID: 7, Status: "ready", SchemaVersion: 1})
+	publish(first)
+	publish(events.New(events.TenantDeleted, events.TenantData{TenantID: 40, Name: "Old", OwnerID: 7, Status: "deleted"}))
+	// The same event stored twice, as a lost ack would deliver it again.
+	publish(first)
+	publish(events.New(events.TenantCreated, events.TenantData{TenantID: 42, Name: "Globex", OwnerID: 8, Status: "ready", SchemaVersion: 1}))
+
+	runFor := func(wantLines int) []string {
+		t.Helper()
+		var out, errs syncBuffer
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer"}, &out, &errs) }()
+		testenv.Eventually(t, 10*time.Second, func() bool {
+			return strings.Count(out.String(), "\n") >= wantLines
+		}, "printed lines")
+		// Anything printed beyond the expected lines would show up here.
+		time.Sleep(300 * time.Millisecond)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("run: %v (stderr %s)", err, errs.String())
+		}
+		return out.lines()
+	}
+
+	lines := runFor(2)
+	if len(lines) != 2 || !strings.Contains(lines[0], "tenant=41") || !strings.Contains(lines[1], "tenant=42") {
+		t.Fatalf("first run printed %q, want tenants 41 and 42 once each", lines)
+	}
+	for _, l := range lines {
+		if !strings.Contains(l, " tenant.created ") {
+			t.Fatalf("printed a line that is not tenant.created: %q", l)
+		}
+	}
+
+	publish(events.New(events.TenantCreated, events.TenantData{TenantID: 43, Name: "Initech", OwnerID: 9, Status: "ready", SchemaVersion: 1}))
+	lines = runFor(1)
+	if len(lines) != 1 || !strings.Contains(lines[0], "tenant=43") {
+		t.Fatalf("second run printed %q, want only tenant 43", lines)
+	}
+}

@@ -1,0 +1,529 @@
+// Package cptest starts a whole control plane for tests of this module and
+// of other services (the tenant plane, end-to-end tests): app.Run on
+// 127.0.0.1:0 against a fresh core database, with embedded NATS and SMTP
+// servers, and functions to sign up owners and create organizations through
+// the public API.
+package cptest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"mime/quotedprintable"
+	"net"
+	"net/http"
+	"net/mail"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"tenantbase/libs/config"
+	"tenantbase/libs/openapitest"
+	"tenantbase/libs/testenv"
+	"tenantbase/services/control-plane/app"
+)
+
+// Bootstrap admin of every control plane started here.
+const (
+	AdminEmail    = "admin@tenantbase.test"
+	AdminPassword = "admin-password-1"
+)
+
+// ServiceToken authenticates callers of the internal API.
+const ServiceToken = "cptest-service-token"
+
+// Options adjust one control plane.
+type Options struct {
+	// DatabaseURL is the core database; empty means a fresh one from CoreDatabase.
+	DatabaseURL string
+	// NATSURL points at a NATS server the test runs itself; empty means an
+	// embedded server started for this control plane.
+	NATSURL string
+	// KeysDir holds the generated signing and credentials keys; control
+	// planes sharing a core database must share it. Empty means a fresh
+	// temporary directory.
+	KeysDir string
+	// Configure changes the configuration after the test defaults are set.
+	Configure func(*app.Config)
+}
+
+// ControlPlane is one running control plane.
+type ControlPlane struct {
+	*Client
+	Config      app.Config
+	DatabaseURL string
+	// NATS is the embedded server, nil when Options.NATSURL was given.
+	NATS *testenv.NATSServer
+
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Start runs a control plane until the test ends (or Stop). The test fails
+// if it does not start, or does not stop cleanly.
+func Start(tb testing.TB, opts Options) *ControlPlane {
+	tb.Helper()
+	cp := &ControlPlane{
+		Client:      &Client{spec: openapitest.New(tb, app.OpenAPI), http: &http.Client{Timeout: 30 * time.Second}},
+		DatabaseURL: opts.DatabaseURL,
+		logs:        &logBuffer{},
+	}
+	if cp.DatabaseURL == "" {
+		cp.DatabaseURL = CoreDatabase(tb)
+	}
+	natsURL := opts.NATSURL
+	if natsURL == "" {
+		cp.NATS = testenv.NATS(tb)
+		natsURL = cp.NATS.URL()
+	}
+	cp.SMTP = testenv.SMTP(tb)
+
+	cfg, err := app.LoadConfig()
+	if err != nil {
+		tb.Fatalf("cptest: load config: %v", err)
+	}
+	cfg.Env = "test"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.InternalAddr = "127.0.0.1:0"
+	cfg.PublicURL = "http://tenantbase.test"
+	cfg.DatabaseURL = config.Secret(cp.DatabaseURL)
+	cfg.TenantDBAdminURL = ""
+	cfg.NATSURL = natsURL
+	cfg.KeysDir = opts.KeysDir
+	if cfg.KeysDir == "" {
+		cfg.KeysDir = tb.TempDir()
+	}
+	cfg.JWTSigningKey = ""
+	cfg.CredentialsKey = ""
+	cfg.BcryptCost = 4
+	cfg.LogLevel = "debug"
+	cfg.BootstrapAdminEmail = AdminEmail
+	cfg.BootstrapAdminPassword = AdminPassword
+	cfg.ServiceToken = ServiceToken
+	cfg.SMTPAddr = cp.SMTP.Addr()
+	cfg.ShutdownTimeout = 10 * time.Second
+	cfg.ProvisionRetryBackoff = 50 * time.Millisecond
+	if opts.Configure != nil {
+		opts.Configure(&cfg)
+	}
+	cp.Config = cfg
+
+	log := slog.New(slog.NewJSONHandler(cp.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	ctx, cancel := context.WithCancel(context.Background())
+	cp.cancel = cancel
+	cp.done = make(chan error, 1)
+	ready := make(chan app.Addrs, 1)
+	go func() { cp.done <- app.Run(ctx, cfg, log, func(a app.Addrs) { ready <- a }) }()
+	select {
+	case a := <-ready:
+		cp.PublicURL = "http://" + a.Public
+		cp.InternalURL = "http://" + a.Internal
+	case err := <-cp.done:
+		cancel()
+		tb.Fatalf("cptest: control plane did not start: %v\nlogs:\n%s", err, cp.logs)
+	case <-time.After(2 * time.Minute):
+		cancel()
+		tb.Fatalf("cptest: control plane not ready after 2 minutes\nlogs:\n%s", cp.logs)
+	}
+	tb.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			tb.Errorf("cptest: %v", err)
+		}
+		if tb.Failed() {
+			tb.Logf("control plane logs:\n%s", cp.logs)
+		}
+	})
+	return cp
+}
+
+// Stop shuts the control plane down gracefully and waits for it; later
+// calls return the first result.
+func (cp *ControlPlane) Stop() error {
+	cp.stopOnce.Do(func() {
+		cp.cancel()
+		select {
+		case err := <-cp.done:
+			if err != nil {
+				cp.stopErr = fmt.Errorf("control plane stopped with an error: %w", err)
+			}
+		case <-time.After(time.Minute):
+			cp.stopErr = fmt.Errorf("control plane did not stop within a minute")
+		}
+	})
+	return cp.stopErr
+}
+
+// Logs returns what the control plane logged so far (JSON lines).
+func (cp *ControlPlane) Logs() string { return cp.logs.String() }
+
+// tenantIDSpan is how many organization ids one core database may use.
+const tenantIDSpan = 1_000_000
+
+// CoreDatabase creates a fresh, migrated core database whose organization
+// ids start at a random offset, and returns its DSN. Tests share one
+// Postgres server, where tenant databases and roles (tenant_<id>) are
+// server-wide: the offset keeps the names of concurrent tests apart. When
+// the test ends, the tenant databases and roles in its id range are dropped
+// (after every control plane started later has stopped), then the core
+// database.
+func CoreDatabase(tb testing.TB) string {
+	tb.Helper()
+	dsn := testenv.NewDatabase(tb)
+	cfg := app.Config{DatabaseURL: config.Secret(dsn)}
+	if _, err := app.Migrate(context.Background(), cfg); err != nil {
+		tb.Fatalf("cptest: migrate core database: %v", err)
+	}
+	first := (1 + rand.Int64N(1_000_000)) * tenantIDSpan
+	execSQL(tb, dsn, fmt.Sprintf("ALTER SEQUENCE organization_id_seq RESTART WITH %d", first))
+	server := testenv.PostgresURL(tb)
+	tb.Cleanup(func() { dropTenants(tb, server, first, first+tenantIDSpan) })
+	return dsn
+}
+
+// dropTenants removes the tenant databases and roles with ids in [from, to).
+func dropTenants(tb testing.TB, server string, from, to int64) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		tb.Errorf("cptest: drop tenants: %v", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	for _, q := range []struct{ list, drop string }{
+		{`SELECT datname FROM pg_database WHERE datname ~ '^tenant_[0-9]+$'
+			AND substr(datname, 8)::numeric >= $1 AND substr(datname, 8)::numeric < $2`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
+		{`SELECT rolname FROM pg_roles WHERE rolname ~ '^tenant_[0-9]+$'
+			AND substr(rolname, 8)::numeric >= $1 AND substr(rolname, 8)::numeric < $2`, "DROP ROLE IF EXISTS %s"},
+	} {
+		rows, err := conn.Query(ctx, q.list, from, to)
+		if err != nil {
+			tb.Errorf("cptest: list tenants: %v", err)
+			return
+		}
+		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			tb.Errorf("cptest: list tenants: %v", err)
+			return
+		}
+		for _, n := range names {
+			if _, err := conn.Exec(ctx, fmt.Sprintf(q.drop, pgx.Identifier{n}.Sanitize())); err != nil {
+				tb.Errorf("cptest: drop %s: %v", n, err)
+			}
+		}
+	}
+}
+
+func execSQL(tb testing.TB, dsn, sql string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		tb.Fatalf("cptest: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		tb.Fatalf("cptest: %s: %v", sql, err)
+	}
+}
+
+// Client calls a control plane's API, whether it runs in this process or
+// not, and checks public answers against the OpenAPI document.
+type Client struct {
+	// PublicURL and InternalURL are the base URLs of the two listeners.
+	PublicURL   string
+	InternalURL string
+	// SMTP receives the control plane's mail.
+	SMTP *testenv.SMTPServer
+
+	spec *openapitest.Validator
+	http *http.Client
+}
+
+// NewClient returns a Client for a control plane running elsewhere (a
+// child process, say) that sends its mail to smtp.
+func NewClient(tb testing.TB, publicURL, internalURL string, smtp *testenv.SMTPServer) *Client {
+	tb.Helper()
+	return &Client{
+		PublicURL: publicURL, InternalURL: internalURL, SMTP: smtp,
+		spec: openapitest.New(tb, app.OpenAPI), http: &http.Client{Timeout: 30 * time.Second},
+	}
+}
+
+// Response is an answer read to the end.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// Decode unmarshals the body into v, failing the test when it cannot.
+func (r *Response) Decode(tb testing.TB, v any) {
+	tb.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		tb.Fatalf("cptest: decode %d response %q: %v", r.Status, r.Body, err)
+	}
+}
+
+// Expect fails the test unless the status is want.
+func (r *Response) Expect(tb testing.TB, want int) *Response {
+	tb.Helper()
+	if r.Status != want {
+		tb.Fatalf("cptest: status %d, want %d; body %s", r.Status, want, r.Body)
+	}
+	return r
+}
+
+// Do calls the public API with body as JSON (nil for none) and token as
+// bearer ("" for none), and checks the answer against the OpenAPI document.
+func (c *Client) Do(tb testing.TB, method, path, token string, body any) *Response {
+	tb.Helper()
+	return c.send(tb, c.PublicURL, method, path, token, body)
+}
+
+// Internal calls the internal API with the service token.
+func (c *Client) Internal(tb testing.TB, method, path string) *Response {
+	tb.Helper()
+	return c.send(tb, c.InternalURL, method, path, ServiceToken, nil)
+}
+
+func (c *Client) send(tb testing.TB, base, method, path, token string, body any) *Response {
+	tb.Helper()
+	var payload io.Reader = http.NoBody
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			tb.Fatalf("cptest: encode body: %v", err)
+		}
+		payload = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, base+path, payload)
+	if err != nil {
+		tb.Fatalf("cptest: %v", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		tb.Fatalf("cptest: %s %s: %v", method, path, err)
+	}
+	defer res.Body.Close()
+	if base == c.PublicURL {
+		c.spec.Check(tb, req, res)
+	}
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		tb.Fatalf("cptest: %s %s: read body: %v", method, path, err)
+	}
+	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// User is a signed-up, verified and logged-in core user.
+type User struct {
+	ID          int64
+	Email       string
+	Password    string
+	AccessToken string
+}
+
+// Login returns an access token for email.
+func (c *Client) Login(tb testing.TB, email, password string) string {
+	tb.Helper()
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	c.Do(tb, http.MethodPost, "/auth/login", "", map[string]string{"email": email, "password": password}).
+		Expect(tb, http.StatusOK).Decode(tb, &tok)
+	return tok.AccessToken
+}
+
+// LoginAdmin returns an access token of the bootstrap admin.
+func (c *Client) LoginAdmin(tb testing.TB) string {
+	tb.Helper()
+	return c.Login(tb, AdminEmail, AdminPassword)
+}
+
+// SignUp registers email (as an owner when owner is true), follows the
+// verification link mailed to it and logs in.
+func (c *Client) SignUp(tb testing.TB, email, password string, owner bool) User {
+	tb.Helper()
+	var u struct {
+		ID int64 `json:"id"`
+	}
+	c.Do(tb, http.MethodPost, "/auth/register", "", map[string]any{"email": email, "password": password, "is_owner": owner}).
+		Expect(tb, http.StatusCreated).Decode(tb, &u)
+	token := c.VerificationToken(tb, email)
+	c.Do(tb, http.MethodPost, "/auth/verify", "", map[string]string{"token": token}).Expect(tb, http.StatusOK)
+	return User{ID: u.ID, Email: email, Password: password, AccessToken: c.Login(tb, email, password)}
+}
+
+// SignUpOwner is SignUp of a verified owner.
+func (c *Client) SignUpOwner(tb testing.TB, email, password string) User {
+	tb.Helper()
+	return c.SignUp(tb, email, password, true)
+}
+
+var tokenParam = regexp.MustCompile(`[?&]token=([A-Za-z0-9_-]+)`)
+
+// VerificationToken waits for the verification mail to email and returns
+// the token of its link.
+func (c *Client) VerificationToken(tb testing.TB, email string) string {
+	tb.Helper()
+	m := c.SMTP.WaitForMail(tb, 15*time.Second, func(m testenv.Mail) bool {
+		return len(m.To) == 1 && strings.EqualFold(m.To[0], email)
+	})
+	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
+	if err != nil {
+		tb.Fatalf("cptest: parse mail: %v", err)
+	}
+	var body io.Reader = msg.Body
+	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		body = quotedprintable.NewReader(body)
+	}
+	text, err := io.ReadAll(body)
+	if err != nil {
+		tb.Fatalf("cptest: read mail: %v", err)
+	}
+	match := tokenParam.FindStringSubmatch(string(text))
+	if match == nil {
+		tb.Fatalf("cptest: no verification link in mail to %s:\n%s", email, text)
+	}
+	return match[1]
+}
+
+// Organization is an organization as the public API shows it.
+type Organization struct {
+	ID            int64      `json:"id"`
+	Name          string     `json:"name"`
+	OwnerID       int64      `json:"owner_id"`
+	Status        string     `json:"status"`
+	StatusDetail  *string    `json:"status_detail"`
+	SchemaVersion int        `json:"schema_version"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ReadyAt       *time.Time `json:"ready_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+}
+
+// CreateOrganization asks for a new organization and returns it as the
+// 202 answer shows it (provisioning).
+func (c *Client) CreateOrganization(tb testing.TB, token, name string) Organization {
+	tb.Helper()
+	var org Organization
+	c.Do(tb, http.MethodPost, "/organizations", token, map[string]string{"name": name}).
+		Expect(tb, http.StatusAccepted).Decode(tb, &org)
+	return org
+}
+
+// Organization fetches one organization.
+func (c *Client) Organization(tb testing.TB, token string, id int64) Organization {
+	tb.Helper()
+	var org Organization
+	c.Do(tb, http.MethodGet, "/organizations/"+strconv.FormatInt(id, 10), token, nil).
+		Expect(tb, http.StatusOK).Decode(tb, &org)
+	return org
+}
+
+// WaitStatus polls the organization until it has status, failing the test
+// after timeout or when it reaches "failed" while another status is awaited.
+func (c *Client) WaitStatus(tb testing.TB, token string, id int64, status string, timeout time.Duration) Organization {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		org := c.Organization(tb, token, id)
+		if org.Status == status {
+			return org
+		}
+		if org.Status == "failed" {
+			detail := ""
+			if org.StatusDetail != nil {
+				detail = *org.StatusDetail
+			}
+			tb.Fatalf("cptest: organization %d failed while waiting for %s: %s", id, status, detail)
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cptest: organization %d is %s, not %s, after %s", id, org.Status, status, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// CreateReadyOrganization creates an organization for owner and waits
+// until it is ready.
+func (c *Client) CreateReadyOrganization(tb testing.TB, owner User, name string) Organization {
+	tb.Helper()
+	org := c.CreateOrganization(tb, owner.AccessToken, name)
+	return c.WaitStatus(tb, owner.AccessToken, org.ID, "ready", 2*time.Minute)
+}
+
+// Tenant is what the internal API tells the tenant plane about a tenant.
+type Tenant struct {
+	ID            int64           `json:"id"`
+	Status        string          `json:"status"`
+	SchemaVersion int             `json:"schema_version"`
+	Database      *TenantDatabase `json:"database"`
+}
+
+// TenantDatabase are a ready tenant's connection details.
+type TenantDatabase struct {
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	Name     string `json:"name"`
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// DSN is a postgres:// URL for the tenant database as its own role.
+func (d TenantDatabase) DSN() string {
+	u := url.URL{
+		Scheme:   "postgres",
+		User:     url.UserPassword(d.User, d.Password),
+		Host:     net.JoinHostPort(d.Host, strconv.Itoa(d.Port)),
+		Path:     "/" + d.Name,
+		RawQuery: "sslmode=disable",
+	}
+	return u.String()
+}
+
+// Tenant fetches a tenant through the internal API.
+func (c *Client) Tenant(tb testing.TB, id int64) Tenant {
+	tb.Helper()
+	var t Tenant
+	c.Internal(tb, http.MethodGet, "/internal/tenants/"+strconv.FormatInt(id, 10)).Expect(tb, http.StatusOK).Decode(tb, &t)
+	return t
+}
+
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

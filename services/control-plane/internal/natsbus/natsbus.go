@@ -1,0 +1,130 @@
+// Package natsbus publishes tenant events to the JetStream stream
+// TENANT_EVENTS. A NATS server that is down, at start or later, delays
+// publishing and never stops the control plane.
+package natsbus
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"tenantbase/libs/events"
+)
+
+// DuplicateWindow is how long JetStream remembers message ids. A relay
+// that lost a PubAck republishes within seconds, well inside it.
+const DuplicateWindow = 2 * time.Minute
+
+// StreamOptions are the operator's choices for TENANT_EVENTS.
+type StreamOptions struct {
+	// MaxAge is how long the stream keeps events.
+	MaxAge time.Duration
+	// Replicas is 1 on a single server, 3 on a JetStream cluster.
+	Replicas int
+}
+
+// StreamConfig is the TENANT_EVENTS configuration the control plane keeps.
+func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        events.Stream,
+		Description: "Tenant lifecycle events published by the control plane",
+		Subjects:    []string{events.SubjectAll},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      o.MaxAge,
+		Replicas:    max(o.Replicas, 1),
+		Duplicates:  min(DuplicateWindow, o.MaxAge),
+	}
+}
+
+// Bus is a NATS connection that publishes to TENANT_EVENTS.
+type Bus struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.StreamConfig
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	ensured bool
+}
+
+// Connect returns a Bus for url at once; the connection is made, and
+// remade after losses, in the background.
+func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) {
+	nc, err := nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		// Publishing while disconnected fails at once instead of being
+		// buffered: the outbox keeps the event and retries it.
+		nats.ReconnectBufSize(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", "error", err.Error())
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("natsbus: %w", err)
+	}
+	return &Bus{nc: nc, js: js, stream: StreamConfig(o), log: log}, nil
+}
+
+// EnsureStream creates TENANT_EVENTS or updates it to the configured settings.
+func (b *Bus) EnsureStream(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, err := b.js.CreateOrUpdateStream(ctx, b.stream); err != nil {
+		b.ensured = false
+		return fmt.Errorf("natsbus: ensure stream %s: %w", b.stream.Name, err)
+	}
+	b.ensured = true
+	return nil
+}
+
+// Publish sends one event with Nats-Msg-Id = msgID and waits for the PubAck.
+// A PubAck flagged duplicate means JetStream already holds the event, which
+// is success too.
+func (b *Bus) Publish(ctx context.Context, subject, msgID string, data []byte) error {
+	if !b.nc.IsConnected() {
+		return fmt.Errorf("natsbus: not connected (%s)", b.nc.Status())
+	}
+	b.mu.Lock()
+	ensured := b.ensured
+	b.mu.Unlock()
+	if !ensured {
+		if err := b.EnsureStream(ctx); err != nil {
+			return err
+		}
+	}
+	_, err := b.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Data: data, Header: nats.Header{}},
+		jetstream.WithMsgID(msgID), jetstream.WithExpectStream(b.stream.Name))
+	if err != nil {
+		// The stream may have been removed or the server replaced: check it
+		// again before the next try.
+		b.mu.Lock()
+		b.ensured = false
+		b.mu.Unlock()
+		return fmt.Errorf("natsbus: publish %s: %w", subject, err)
+	}
+	return nil
+}
+
+// Close drains the connection, letting in-flight publishes finish.
+func (b *Bus) Close() {
+	if err := b.nc.Drain(); err != nil {
+		b.nc.Close()
+	}
+}

@@ -1,0 +1,342 @@
+// Package organizations holds tenants as the core database records them:
+// their lifecycle (provisioning -> ready | failed; ready <-> suspended; any
+// -> deleting -> deleted), and every state change together with its event
+// in one transaction.
+package organizations
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenantbase/libs/events"
+	"tenantbase/libs/problem"
+	"tenantbase/services/control-plane/internal/outbox"
+)
+
+// Status values of an organization.
+const (
+	StatusProvisioning = "provisioning"
+	StatusReady        = "ready"
+	StatusFailed       = "failed"
+	StatusSuspended    = "suspended"
+	StatusDeleting     = "deleting"
+	StatusDeleted      = "deleted"
+)
+
+// Statuses lists every status, in lifecycle order.
+var Statuses = []string{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended, StatusDeleting, StatusDeleted}
+
+// Domain errors; the HTTP layer maps them to problems.
+var (
+	ErrNotFound      = errors.New("no such organization")
+	ErrInvalidStatus = errors.New("the organization's status does not allow this")
+)
+
+// MaxNameLength bounds an organization's name, in characters.
+const MaxNameLength = 100
+
+// Organization is a tenant as the core database records it.
+type Organization struct {
+	ID            int64
+	Name          string
+	OwnerID       int64
+	Status        string
+	StatusDetail  string
+	SchemaVersion int
+	CreatedAt     time.Time
+	ReadyAt       *time.Time
+	UpdatedAt     time.Time
+	// Database is where the tenant's database lives; zero until provisioning
+	// has placed it.
+	Database Placement
+}
+
+// Placement is where a tenant's database lives and how to log in to it.
+// The password is kept sealed; only the provisioning package opens it.
+type Placement struct {
+	Host           string
+	Port           int
+	Name           string
+	User           string
+	SealedPassword []byte
+}
+
+// TenantName is the name of a tenant's database and login role. It derives
+// from the numeric id only, never from user input.
+func TenantName(id int64) string { return "tenant_" + strconv.FormatInt(id, 10) }
+
+// NormalizeName trims a proposed name and checks its length.
+func NormalizeName(raw string) (string, error) {
+	name := strings.TrimSpace(raw)
+	if n := utf8.RuneCountInString(name); n < 1 || n > MaxNameLength {
+		return "", problem.Invalid("name", fmt.Sprintf("must be 1 to %d characters", MaxNameLength))
+	}
+	if !utf8.ValidString(name) || strings.ContainsFunc(name, isControl) {
+		return "", problem.Invalid("name", "must be printable text")
+	}
+	return name, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// Jobs enqueues the background work of a lifecycle change in the same
+// transaction as the change.
+type Jobs interface {
+	EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) error
+	EnqueueDelete(ctx context.Context, tx pgx.Tx, orgID int64) error
+}
+
+// Store reads and changes organizations in the core database.
+type Store struct {
+	pool *pgxpool.Pool
+	jobs Jobs
+}
+
+// NewStore returns a Store on the core database.
+func NewStore(pool *pgxpool.Pool, jobs Jobs) *Store {
+	return &Store{pool: pool, jobs: jobs}
+}
+
+const columns = `id, name, owner_id, status, coalesce(status_detail, ''), schema_version,
+	created_at, ready_at, updated_at,
+	coalesce(db_host, ''), coalesce(db_port, 0), coalesce(db_name, ''), coalesce(db_user, ''), db_password_enc`
+
+func scan(row pgx.Row) (Organization, error) {
+	var o Organization
+	err := row.Scan(&o.ID, &o.Name, &o.OwnerID, &o.Status, &o.StatusDetail, &o.SchemaVersion,
+		&o.CreatedAt, &o.ReadyAt, &o.UpdatedAt,
+		&o.Database.Host, &o.Database.Port, &o.Database.Name, &o.Database.User, &o.Database.SealedPassword)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return o, ErrNotFound
+	}
+	return o, err
+}
+
+// Create inserts an organization in status provisioning and enqueues its
+// provisioning in the same transaction.
+func (s *Store) Create(ctx context.Context, name string, ownerID int64) (Organization, error) {
+	var org Organization
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		org, err = scan(tx.QueryRow(ctx, `INSERT INTO organization (name, owner_id) VALUES ($1, $2)
+			RETURNING `+columns, name, ownerID))
+		if err != nil {
+			return fmt.Errorf("insert organization: %w", err)
+		}
+		return s.jobs.EnqueueProvision(ctx, tx, org.ID)
+	})
+	return org, err
+}
+
+// Get returns one organization.
+func (s *Store) Get(ctx context.Context, id int64) (Organization, error) {
+	return scan(s.pool.QueryRow(ctx, `SELECT `+columns+` FROM organization WHERE id = $1`, id))
+}
+
+// Filter selects organizations for List.
+type Filter struct {
+	// OwnerID, when not zero, keeps only that owner's organizations.
+	OwnerID int64
+	// Status, when not empty, keeps only organizations in it.
+	Status string
+	// Before, when not zero, keeps ids below it (the next page of a newest-first list).
+	Before int64
+	Limit  int
+}
+
+// List returns organizations newest first.
+func (s *Store) List(ctx context.Context, f Filter) ([]Organization, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
+		WHERE ($1::bigint = 0 OR owner_id = $1) AND ($2::text = '' OR status = $2) AND ($3::bigint = 0 OR id < $3)
+		ORDER BY id DESC LIMIT $4`, f.OwnerID, f.Status, f.Before, f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
+}
+
+// Retry sends a failed organization back to provisioning.
+func (s *Store) Retry(ctx context.Context, id int64) (Organization, error) {
+	return s.change(ctx, id, change{from: []string{StatusFailed}, to: StatusProvisioning, clearDetail: true,
+		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueProvision(ctx, tx, id) }})
+}
+
+// Suspend takes a ready organization out of service.
+func (s *Store) Suspend(ctx context.Context, id int64) (Organization, error) {
+	return s.change(ctx, id, change{from: []string{StatusReady}, to: StatusSuspended, event: events.TenantSuspended})
+}
+
+// Resume puts a suspended organization back in service.
+func (s *Store) Resume(ctx context.Context, id int64) (Organization, error) {
+	return s.change(ctx, id, change{from: []string{StatusSuspended}, to: StatusReady, event: events.TenantResumed})
+}
+
+// Delete starts deleting an organization. Deleting one that is already
+// being deleted is not an error: the same deletion continues.
+func (s *Store) Delete(ctx context.Context, id int64) (Organization, error) {
+	org, err := s.change(ctx, id, change{
+		from:  []string{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended},
+		to:    StatusDeleting,
+		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueDelete(ctx, tx, id) },
+	})
+	if errors.Is(err, ErrInvalidStatus) && org.Status == StatusDeleting {
+		return org, nil
+	}
+	return org, err
+}
+
+// SetPlacement records where the tenant database goes and its sealed
+// password, unless they were recorded before: a re-run of provisioning
+// keeps the first choice. It returns the placement in force.
+func (s *Store) SetPlacement(ctx context.Context, id int64, p Placement) (Placement, error) {
+	org, err := scan(s.pool.QueryRow(ctx, `UPDATE organization SET
+			db_host = $2, db_port = $3, db_name = $4, db_user = $5, db_password_enc = $6, updated_at = now()
+		WHERE id = $1 AND db_password_enc IS NULL
+		RETURNING `+columns, id, p.Host, p.Port, p.Name, p.User, p.SealedPassword))
+	if errors.Is(err, ErrNotFound) {
+		org, err = s.Get(ctx, id)
+	}
+	return org.Database, err
+}
+
+// MarkReady finishes provisioning: status ready, the schema version and
+// the tenant.created event, in one transaction. ownerHash is the password
+// hash that was copied into the tenant; when the owner's hash has changed
+// since, resync is called in the same transaction. ok is false when the
+// organization was no longer provisioning (deleted meanwhile, or already
+// ready after a crash), and nothing was changed.
+func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int, ownerHash string,
+	resync func(tx pgx.Tx, ownerID int64) error) (ok bool, err error) {
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		org, err := scan(tx.QueryRow(ctx, `UPDATE organization SET status = 'ready', status_detail = NULL,
+				schema_version = $2, ready_at = now(), updated_at = now()
+			WHERE id = $1 AND status = 'provisioning' RETURNING `+columns, id, schemaVersion))
+		if errors.Is(err, ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok = true
+		// Locking the owner row orders this commit against a concurrent
+		// password change: either its sync job sees this tenant ready, or
+		// the hash read here is already the new one.
+		var current string
+		if err := tx.QueryRow(ctx, `SELECT password_hash FROM coreuser WHERE id = $1 FOR SHARE`, org.OwnerID).Scan(&current); err != nil {
+			return fmt.Errorf("read owner: %w", err)
+		}
+		if current != ownerHash {
+			if err := resync(tx, org.OwnerID); err != nil {
+				return err
+			}
+		}
+		return outbox.Add(ctx, tx, Event(events.TenantCreated, org))
+	})
+	return ok, err
+}
+
+// MarkFailed ends provisioning as failed, with a readable detail and the
+// tenant.provisioning_failed event. It does nothing unless the organization
+// is provisioning.
+func (s *Store) MarkFailed(ctx context.Context, id int64, detail string) error {
+	_, err := s.change(ctx, id, change{from: []string{StatusProvisioning}, to: StatusFailed, detail: detail,
+		event: events.TenantProvisioningFailed})
+	if errors.Is(err, ErrInvalidStatus) {
+		return nil
+	}
+	return err
+}
+
+// MarkDeleted ends a deletion: status deleted, the credentials forgotten,
+// and the tenant.deleted event.
+func (s *Store) MarkDeleted(ctx context.Context, id int64) error {
+	_, err := s.change(ctx, id, change{from: []string{StatusDeleting}, to: StatusDeleted, forget: true,
+		event: events.TenantDeleted})
+	if errors.Is(err, ErrInvalidStatus) {
+		return nil
+	}
+	return err
+}
+
+// OwnerTenants lists the organizations of ownerID whose database holds the
+// owner's tenant-admin row (ready or suspended).
+func (s *Store) OwnerTenants(ctx context.Context, ownerID int64) ([]Organization, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
+		WHERE owner_id = $1 AND status IN ('ready', 'suspended') ORDER BY id`, ownerID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
+}
+
+type change struct {
+	from        []string
+	to          string
+	detail      string
+	clearDetail bool
+	// forget clears the stored credentials.
+	forget bool
+	// event, when set, is written to the outbox with the change.
+	event string
+	after func(tx pgx.Tx, org Organization) error
+}
+
+// change moves an organization from one of c.from to c.to. On
+// ErrInvalidStatus the returned organization shows the status it is in.
+func (s *Store) change(ctx context.Context, id int64, c change) (Organization, error) {
+	var org Organization
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		org, err = scan(tx.QueryRow(ctx, `SELECT `+columns+` FROM organization WHERE id = $1 FOR UPDATE`, id))
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(c.from, org.Status) {
+			return ErrInvalidStatus
+		}
+		detail := org.StatusDetail
+		switch {
+		case c.detail != "":
+			detail = c.detail
+		case c.clearDetail:
+			detail = ""
+		}
+		org, err = scan(tx.QueryRow(ctx, `UPDATE organization SET status = $2, status_detail = NULLIF($3, ''),
+				db_password_enc = CASE WHEN $4 THEN NULL ELSE db_password_enc END, updated_at = now()
+			WHERE id = $1 RETURNING `+columns, id, c.to, detail, c.forget))
+		if err != nil {
+			return err
+		}
+		if c.event != "" {
+			if err := outbox.Add(ctx, tx, Event(c.event, org)); err != nil {
+				return err
+			}
+		}
+		if c.after != nil {
+			return c.after(tx, org)
+		}
+		return nil
+	})
+	return org, err
+}
+
+// Event is the envelope announcing org's current state.
+func Event(typ string, org Organization) events.Envelope {
+	return events.New(typ, events.TenantData{
+		TenantID:      org.ID,
+		Name:          org.Name,
+		OwnerID:       org.OwnerID,
+		Status:        org.Status,
+		SchemaVersion: org.SchemaVersion,
+		Detail:        org.StatusDetail,
+	})
+}

@@ -1,0 +1,47 @@
+package organizations_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"tenantbase/libs/problem"
+	"tenantbase/services/control-plane/internal/organizations"
+)
+
+func TestNormalizeName(t *testing.T) {
+	cases := []struct {
+		name, in, want string
+		ok             bool
+	}{
+		{"plain", "Acme", "Acme", true},
+		{"trimmed", "  Acme Corp \t", "Acme Corp", true},
+		{"100 multibyte characters", strings.Repeat("é", 100), strings.Repeat("é", 100), true},
+		{"empty", "", "", false},
+		{"only spaces", "   ", "", false},
+		{"101 characters", strings.Repeat("a", 101), "", false},
+		{"control character", "Ac\x07me", "", false},
+		{"invalid UTF-8", "Ac\xffme", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := organizations.NormalizeName(tc.in)
+			if tc.ok {
+				if err != nil || got != tc.want {
+					t.Fatalf("NormalizeName(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+				}
+				return
+			}
+			var p *problem.Problem
+			if !errors.As(err, &p) || p.Code != "validation_failed" || p.Errors[0].Field != "name" {
+				t.Fatalf("NormalizeName(%q) = %q, %v; want a validation problem on name", tc.in, got, err)
+			}
+		})
+	}
+}
+
+func TestTenantName(t *testing.T) {
+	if got := organizations.TenantName(1234567); got != "tenant_1234567" {
+		t.Fatalf("TenantName = %q", got)
+	}
+}

@@ -1,0 +1,228 @@
+// Package outbox is the transactional outbox of tenant events: Add writes an
+// event in the caller's transaction, and a Relay publishes written events
+// in order, marking each published only after the bus acknowledged it.
+package outbox
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenantbase/libs/events"
+)
+
+// channel is the Postgres NOTIFY channel that wakes relays when an event is
+// committed; relays also poll, so a lost notification only delays.
+const channel = "event_outbox"
+
+// Add writes e to the outbox within tx; it is relayed once tx commits.
+func Add(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
+	payload, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("outbox: encode %s: %w", e.Type, err)
+	}
+	if _, err := tx.Exec(ctx, `INSERT INTO event_outbox (event_id, subject, payload) VALUES ($1, $2, $3)`,
+		e.ID, e.Type, string(payload)); err != nil {
+		return fmt.Errorf("outbox: add %s: %w", e.Type, err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, channel); err != nil {
+		return fmt.Errorf("outbox: notify: %w", err)
+	}
+	return nil
+}
+
+// Publisher delivers one event and returns once the bus has stored it.
+// msgID is the event id, used by the bus to drop duplicates.
+type Publisher interface {
+	Publish(ctx context.Context, subject, msgID string, data []byte) error
+}
+
+// Relay moves committed events from the outbox to a Publisher.
+type Relay struct {
+	Pool *pgxpool.Pool
+	// DSN opens the connection that listens for new events.
+	DSN       string
+	Publisher Publisher
+	Log       *slog.Logger
+	// BatchSize bounds the events published per transaction (default 100).
+	BatchSize int
+	// PollInterval is the longest wait between two looks at the outbox (default 1s).
+	PollInterval time.Duration
+	// Retention is how long published rows are kept (default 7 days).
+	Retention time.Duration
+}
+
+// lockKey serialises relays sharing a core database, so that events go out
+// in outbox order and none is sent by two relays at once.
+const lockKey = "tenantbase.event_outbox.relay"
+
+// Run relays until ctx is cancelled. Publishing failures (the bus is down)
+// are retried with backoff and never lose or reorder events.
+func (r *Relay) Run(ctx context.Context) error {
+	batch := cmp.Or(r.BatchSize, 100)
+	poll := cmp.Or(r.PollInterval, time.Second)
+	retention := cmp.Or(r.Retention, 7*24*time.Hour)
+
+	wake := make(chan struct{}, 1)
+	listenDone := make(chan struct{})
+	go func() {
+		defer close(listenDone)
+		r.listen(ctx, wake)
+	}()
+	defer func() { <-listenDone }()
+
+	const minBackoff, maxBackoff = 200 * time.Millisecond, 10 * time.Second
+	backoff := minBackoff
+	nextCleanup := time.Now()
+	for {
+		wait := poll
+		n, err := r.Flush(ctx, batch)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			r.Log.Warn("event relay: publishing delayed", "error", err.Error(), "retry_in", backoff.String())
+			wait = backoff
+			backoff = min(backoff*2, maxBackoff)
+		case n == batch:
+			backoff = minBackoff
+			continue
+		default:
+			backoff = minBackoff
+		}
+		if time.Now().After(nextCleanup) {
+			if err := r.cleanup(ctx, retention); err != nil && ctx.Err() == nil {
+				r.Log.Warn("event relay: outbox cleanup", "error", err.Error())
+			}
+			nextCleanup = time.Now().Add(time.Hour)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-wake:
+			// A failing bus is not retried faster because events keep coming.
+			if err != nil {
+				<-timer.C
+			}
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// Flush publishes up to limit unpublished events, oldest first, and marks
+// those the bus acknowledged. It returns how many were published; an error
+// means the rest of the batch is left for a later try.
+func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
+	tx, err := r.Pool.Begin(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	var locked bool
+	if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))`, lockKey).Scan(&locked); err != nil {
+		return 0, err
+	}
+	if !locked {
+		// Another relay is draining the outbox right now.
+		return 0, nil
+	}
+	rows, err := tx.Query(ctx, `SELECT id, event_id::text, subject, payload::text FROM event_outbox
+		WHERE published_at IS NULL ORDER BY id LIMIT $1`, limit)
+	if err != nil {
+		return 0, err
+	}
+	type row struct {
+		id      int64
+		eventID string
+		subject string
+		payload string
+	}
+	pending, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
+		var x row
+		err := rw.Scan(&x.id, &x.eventID, &x.subject, &x.payload)
+		return x, err
+	})
+	if err != nil {
+		return 0, err
+	}
+	var published []int64
+	var pubErr error
+	for _, p := range pending {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pubErr = r.Publisher.Publish(pctx, p.subject, p.eventID, []byte(p.payload))
+		cancel()
+		if pubErr != nil {
+			// Later events wait for this one: subscribers see them in order.
+			pubErr = fmt.Errorf("publish %s %s: %w", p.subject, p.eventID, pubErr)
+			break
+		}
+		published = append(published, p.id)
+	}
+	if len(published) > 0 {
+		if _, err := tx.Exec(ctx, `UPDATE event_outbox SET published_at = now() WHERE id = ANY($1)`, published); err != nil {
+			return 0, errors.Join(pubErr, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return 0, errors.Join(pubErr, err)
+		}
+	}
+	return len(published), pubErr
+}
+
+// Pending counts events not yet published.
+func (r *Relay) Pending(ctx context.Context) (int, error) {
+	var n int
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`).Scan(&n)
+	return n, err
+}
+
+func (r *Relay) cleanup(ctx context.Context, retention time.Duration) error {
+	_, err := r.Pool.Exec(ctx, `DELETE FROM event_outbox WHERE published_at < now() - $1::interval`, retention)
+	return err
+}
+
+// listen turns NOTIFYs on the outbox channel into wake-ups, reconnecting
+// after errors until ctx is cancelled.
+func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
+	for ctx.Err() == nil {
+		err := r.listenOnce(ctx, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		r.Log.Debug("event relay: listen connection lost; polling meanwhile", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (r *Relay) listenOnce(ctx context.Context, wake chan<- struct{}) error {
+	conn, err := pgx.Connect(ctx, r.DSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{channel}.Sanitize()); err != nil {
+		return err
+	}
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+}

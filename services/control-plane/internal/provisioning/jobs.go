@@ -1,0 +1,128 @@
+package provisioning
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertype"
+)
+
+// ProvisionArgs is the job that creates a tenant's role and database.
+type ProvisionArgs struct {
+	OrganizationID int64 `json:"organization_id"`
+}
+
+// Kind implements river.JobArgs.
+func (ProvisionArgs) Kind() string { return "provision_tenant" }
+
+// DeleteArgs is the job that drops a tenant's database and role.
+type DeleteArgs struct {
+	OrganizationID int64 `json:"organization_id"`
+}
+
+// Kind implements river.JobArgs.
+func (DeleteArgs) Kind() string { return "delete_tenant" }
+
+// SyncOwnerPasswordArgs is the job that copies an owner's current password
+// hash into their tenant-admin rows.
+type SyncOwnerPasswordArgs struct {
+	OwnerID int64 `json:"owner_id"`
+}
+
+// Kind implements river.JobArgs.
+func (SyncOwnerPasswordArgs) Kind() string { return "sync_owner_password" }
+
+// onePerOrganization keeps one live job per kind and organization; a
+// finished (completed or cancelled) one does not block a new one, so a
+// failed organization can be retried.
+var onePerOrganization = river.UniqueOpts{
+	ByArgs: true,
+	ByState: []rivertype.JobState{
+		rivertype.JobStateAvailable,
+		rivertype.JobStatePending,
+		rivertype.JobStateRunning,
+		rivertype.JobStateRetryable,
+		rivertype.JobStateScheduled,
+	},
+}
+
+// Jobs enqueues background work in the caller's transaction, so the work
+// exists exactly when the change that asks for it commits.
+type Jobs struct {
+	client      *river.Client[pgx.Tx]
+	maxAttempts int
+}
+
+// NewJobs returns an insert-only job client on the core database.
+// provisionAttempts bounds provisioning retries before an organization is failed.
+func NewJobs(pool *pgxpool.Pool, provisionAttempts int) (*Jobs, error) {
+	if provisionAttempts < 1 {
+		return nil, fmt.Errorf("provisioning: max attempts must be at least 1, got %d", provisionAttempts)
+	}
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{})
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: job client: %w", err)
+	}
+	return &Jobs{client: client, maxAttempts: provisionAttempts}, nil
+}
+
+// EnqueueProvision implements organizations.Jobs.
+func (j *Jobs) EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) error {
+	// One attempt more than configured: if recording the failure itself
+	// fails on the last attempt, the extra one only records it.
+	_, err := j.client.InsertTx(ctx, tx, ProvisionArgs{OrganizationID: orgID},
+		&river.InsertOpts{MaxAttempts: j.maxAttempts + 1, UniqueOpts: onePerOrganization})
+	if err != nil {
+		return fmt.Errorf("enqueue provisioning of organization %d: %w", orgID, err)
+	}
+	return nil
+}
+
+// EnqueueDelete implements organizations.Jobs.
+func (j *Jobs) EnqueueDelete(ctx context.Context, tx pgx.Tx, orgID int64) error {
+	_, err := j.client.InsertTx(ctx, tx, DeleteArgs{OrganizationID: orgID},
+		&river.InsertOpts{MaxAttempts: untilDone, UniqueOpts: onePerOrganization})
+	if err != nil {
+		return fmt.Errorf("enqueue deletion of organization %d: %w", orgID, err)
+	}
+	return nil
+}
+
+// EnqueueOwnerPasswordSync asks for the owner's tenant-admin rows to follow
+// their core password. Call it in the transaction that changes the hash.
+func (j *Jobs) EnqueueOwnerPasswordSync(ctx context.Context, tx pgx.Tx, ownerID int64) error {
+	_, err := j.client.InsertTx(ctx, tx, SyncOwnerPasswordArgs{OwnerID: ownerID},
+		&river.InsertOpts{MaxAttempts: untilDone})
+	if err != nil {
+		return fmt.Errorf("enqueue password sync of owner %d: %w", ownerID, err)
+	}
+	return nil
+}
+
+// untilDone is the attempt budget of jobs that must eventually succeed:
+// with the backoff capped at maxBackoff it spans days.
+const untilDone = 1000
+
+// maxBackoff caps the delay between two attempts.
+const maxBackoff = 10 * time.Minute
+
+// backoff is the retry policy of every job: base, 2*base, 4*base, ... up to
+// maxBackoff, with 10% jitter so that jobs failing together spread out.
+type backoff struct{ base time.Duration }
+
+// NextRetry implements river.ClientRetryPolicy.
+func (b backoff) NextRetry(job *rivertype.JobRow) time.Time {
+	d := b.base
+	for i := 1; i < job.Attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
+	jitter := time.Duration(rand.Int64N(int64(d)/10 + 1))
+	return time.Now().Add(d + jitter)
+}

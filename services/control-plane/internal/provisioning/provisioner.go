@@ -1,0 +1,472 @@
+// Package provisioning creates and removes tenant databases: a login role
+// and a database per organization, the tenant migrations, and the owner as
+// the tenant's first admin. Every step may be re-run after a crash and
+// converges to the same result; River runs the steps as retried jobs.
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"tenantbase/libs/pgutil"
+	"tenantbase/migrations"
+	"tenantbase/services/control-plane/internal/organizations"
+	"tenantbase/services/control-plane/internal/secretbox"
+)
+
+// Step names, as passed to Options.BeforeStep and shown in failures.
+const (
+	StepCreateRole     = "create_role"
+	StepCreateDatabase = "create_database"
+	StepMigrate        = "migrate"
+	StepSyncOwner      = "sync_owner"
+	StepMarkReady      = "mark_ready"
+)
+
+// Options configure a Provisioner.
+type Options struct {
+	// CoreDSN is the core database; lock connections are opened on it.
+	CoreDSN string
+	// AdminDSN is a postgres:// URL of a role allowed to create roles and
+	// databases on the server that holds tenant databases.
+	AdminDSN string
+	// Host and Port are what the tenant plane uses to reach that server;
+	// empty means the host and port of AdminDSN.
+	Host string
+	Port int
+	// BeforeStep, when set, runs before each provisioning step; an error
+	// fails the step. It exists for fault-injection tests.
+	BeforeStep func(ctx context.Context, orgID int64, step string) error
+}
+
+// Provisioner runs the provisioning, deletion and owner-sync work.
+type Provisioner struct {
+	core       *pgxpool.Pool
+	store      *organizations.Store
+	jobs       *Jobs
+	box        *secretbox.Box
+	admin      *pgxpool.Pool
+	adminURL   *url.URL
+	coreDSN    string
+	host       string
+	port       int
+	beforeStep func(ctx context.Context, orgID int64, step string) error
+	log        *slog.Logger
+}
+
+// New returns a Provisioner; Close releases its admin connections.
+func New(ctx context.Context, core *pgxpool.Pool, store *organizations.Store, jobs *Jobs, box *secretbox.Box, o Options, log *slog.Logger) (*Provisioner, error) {
+	u, err := parseAdminDSN(o.AdminDSN)
+	if err != nil {
+		return nil, err
+	}
+	host, port := u.Hostname(), 5432
+	if p := u.Port(); p != "" {
+		if port, err = strconv.Atoi(p); err != nil {
+			return nil, fmt.Errorf("provisioning: admin DSN port %q", p)
+		}
+	}
+	if host == "" {
+		host = "localhost"
+	}
+	if o.Host != "" {
+		host = o.Host
+	}
+	if o.Port != 0 {
+		port = o.Port
+	}
+	admin, err := pgxpool.New(ctx, o.AdminDSN)
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: admin pool: %w", err)
+	}
+	return &Provisioner{
+		core: core, store: store, jobs: jobs, box: box, admin: admin, adminURL: u, coreDSN: o.CoreDSN,
+		host: host, port: port, beforeStep: o.BeforeStep, log: log,
+	}, nil
+}
+
+// CheckAdminDSN reports whether dsn can serve as Options.AdminDSN: tenant
+// DSNs are derived from it, so it must be a postgres:// URL.
+func CheckAdminDSN(dsn string) error {
+	_, err := parseAdminDSN(dsn)
+	return err
+}
+
+func parseAdminDSN(dsn string) (*url.URL, error) {
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, errors.New("provisioning: the tenant database admin DSN must be a postgres:// URL")
+	}
+	return u, nil
+}
+
+// Close releases the admin connections.
+func (p *Provisioner) Close() { p.admin.Close() }
+
+// Credentials are the connection details of a ready tenant database.
+type Credentials struct {
+	Host     string
+	Port     int
+	Name     string
+	User     string
+	Password string
+}
+
+// OpenCredentials returns the connection details of org with its stored
+// password decrypted.
+func OpenCredentials(box *secretbox.Box, org organizations.Organization) (Credentials, error) {
+	pw, err := openPassword(box, org.ID, org.Database)
+	if err != nil {
+		return Credentials{}, err
+	}
+	d := org.Database
+	return Credentials{Host: d.Host, Port: d.Port, Name: d.Name, User: d.User, Password: pw}, nil
+}
+
+func sealContext(orgID int64) []byte { return []byte("organization:" + strconv.FormatInt(orgID, 10)) }
+
+func openPassword(box *secretbox.Box, orgID int64, d organizations.Placement) (string, error) {
+	if d.SealedPassword == nil {
+		return "", fmt.Errorf("organization %d has no stored credentials", orgID)
+	}
+	pw, err := box.Open(d.SealedPassword, sealContext(orgID))
+	if err != nil {
+		return "", fmt.Errorf("organization %d credentials: %w", orgID, err)
+	}
+	return string(pw), nil
+}
+
+// Provision runs every step for one organization. It returns nil at once
+// when the organization is no longer provisioning (ready after an earlier
+// run, or deleted meanwhile).
+func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
+	return p.withLock(ctx, "organization", orgID, func() error {
+		org, err := p.store.Get(ctx, orgID)
+		if errors.Is(err, organizations.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if org.Status != organizations.StatusProvisioning {
+			return nil
+		}
+		var creds Credentials
+		if err := p.step(ctx, orgID, StepCreateRole, func() error {
+			creds, err = p.ensureRole(ctx, org)
+			return err
+		}); err != nil {
+			return err
+		}
+		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, creds.Name) }); err != nil {
+			return err
+		}
+		var version uint
+		if err := p.step(ctx, orgID, StepMigrate, func() error {
+			version, err = p.migrate(ctx, creds)
+			return err
+		}); err != nil {
+			return err
+		}
+		var ownerHash string
+		if err := p.step(ctx, orgID, StepSyncOwner, func() error {
+			ownerHash, err = p.syncOwner(ctx, org.OwnerID, creds)
+			return err
+		}); err != nil {
+			return err
+		}
+		return p.step(ctx, orgID, StepMarkReady, func() error {
+			ok, err := p.store.MarkReady(ctx, orgID, int(version), ownerHash, func(tx pgx.Tx, ownerID int64) error {
+				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, ownerID)
+			})
+			if err == nil && ok {
+				p.log.Info("tenant ready", "tenant_id", orgID, "schema_version", version)
+			}
+			return err
+		})
+	})
+}
+
+func (p *Provisioner) step(ctx context.Context, orgID int64, name string, fn func() error) error {
+	if p.beforeStep != nil {
+		if err := p.beforeStep(ctx, orgID, name); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	if err := fn(); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// ensureRole records the placement and a sealed password once, then makes
+// the role match it. The password is stored before the role exists, so a
+// crash in between leaves a password that the next run applies.
+func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organization) (Credentials, error) {
+	name := organizations.TenantName(org.ID)
+	place, err := p.store.SetPlacement(ctx, org.ID, organizations.Placement{
+		Host: p.host, Port: p.port, Name: name, User: name,
+		SealedPassword: p.box.Seal([]byte(newPassword()), sealContext(org.ID)),
+	})
+	if err != nil {
+		return Credentials{}, fmt.Errorf("record placement: %w", err)
+	}
+	pw, err := openPassword(p.box, org.ID, place)
+	if err != nil {
+		return Credentials{}, err
+	}
+	verifier, err := newScramVerifier(pw)
+	if err != nil {
+		return Credentials{}, err
+	}
+	role := pgx.Identifier{name}.Sanitize()
+	attrs := " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD " + quoteLiteral(verifier)
+	if _, err := p.admin.Exec(ctx, "CREATE ROLE "+role+attrs); err != nil {
+		if pgutil.Code(err) != pgutil.DuplicateObject {
+			return Credentials{}, err
+		}
+		// Created by an earlier run: make it match the stored password.
+		if _, err := p.admin.Exec(ctx, "ALTER ROLE "+role+" WITH"+attrs); err != nil {
+			return Credentials{}, err
+		}
+	}
+	// A non-superuser admin may only create databases owned by roles it
+	// is a member of, and only drop databases it may act for.
+	var super bool
+	if err := p.admin.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+		return Credentials{}, err
+	}
+	if !super {
+		if _, err := p.admin.Exec(ctx, "GRANT "+role+" TO CURRENT_USER"); err != nil {
+			return Credentials{}, err
+		}
+	}
+	return Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}, nil
+}
+
+// ensureDatabase creates the tenant database owned by its role and closes
+// it to everyone else.
+func (p *Provisioner) ensureDatabase(ctx context.Context, name string) error {
+	id := pgx.Identifier{name}.Sanitize()
+	// CREATE DATABASE cannot run in a transaction: it is a statement of its own.
+	if _, err := p.admin.Exec(ctx, "CREATE DATABASE "+id+" OWNER "+id); err != nil {
+		if pgutil.Code(err) != pgutil.DuplicateDatabase {
+			return err
+		}
+		if _, err := p.admin.Exec(ctx, "ALTER DATABASE "+id+" OWNER TO "+id); err != nil {
+			return err
+		}
+	}
+	_, err := p.admin.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+id+" FROM PUBLIC")
+	if err != nil {
+		return err
+	}
+	_, err = p.admin.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+id+" TO "+id)
+	return err
+}
+
+// migrate applies the tenant migrations as the tenant role, so the tables
+// belong to it. A migration interrupted by a crash leaves golang-migrate's
+// dirty flag; the database holds nothing yet, so it is recreated.
+func (p *Provisioner) migrate(ctx context.Context, creds Credentials) (uint, error) {
+	dsn := p.tenantDSN(creds)
+	dirty, err := migrationDirty(ctx, dsn)
+	if err != nil {
+		return 0, err
+	}
+	if dirty {
+		p.log.Warn("tenant migration was interrupted; recreating the empty tenant database", "database", creds.Name)
+		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			return 0, err
+		}
+		if err := p.ensureDatabase(ctx, creds.Name); err != nil {
+			return 0, err
+		}
+	}
+	return pgutil.Migrate(dsn, migrations.Tenant, "tenant")
+}
+
+func migrationDirty(ctx context.Context, dsn string) (bool, error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	var dirty bool
+	err = conn.QueryRow(ctx, `SELECT dirty FROM schema_migrations LIMIT 1`).Scan(&dirty)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows), pgutil.Code(err) == "42P01": // undefined_table: never migrated
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return dirty, nil
+}
+
+type owner struct {
+	email string
+	hash  string
+}
+
+func (p *Provisioner) owner(ctx context.Context, ownerID int64) (owner, error) {
+	var o owner
+	err := p.core.QueryRow(ctx, `SELECT email, password_hash FROM coreuser WHERE id = $1`, ownerID).Scan(&o.email, &o.hash)
+	if err != nil {
+		return o, fmt.Errorf("read owner %d: %w", ownerID, err)
+	}
+	return o, nil
+}
+
+// syncOwner makes the owner the tenant's admin, with the same email and
+// password hash as in the core, and returns the hash it copied.
+func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Credentials) (string, error) {
+	o, err := p.owner(ctx, ownerID)
+	if err != nil {
+		return "", err
+	}
+	conn, err := pgx.Connect(ctx, p.tenantDSN(creds))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, `INSERT INTO tenantuser (email, password_hash, role) VALUES ($1, $2, 'admin')
+		ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin',
+			is_active = TRUE, updated_at = now()`, o.email, o.hash)
+	return o.hash, err
+}
+
+// SyncOwnerPassword copies the owner's current password hash into their
+// tenant-admin row in every tenant database they own. A tenant whose hash
+// changes has its tokens revoked, as a password change in the tenant would.
+func (p *Provisioner) SyncOwnerPassword(ctx context.Context, ownerID int64) error {
+	return p.withLock(ctx, "owner", ownerID, func() error {
+		o, err := p.owner(ctx, ownerID)
+		if err != nil {
+			return err
+		}
+		orgs, err := p.store.OwnerTenants(ctx, ownerID)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, org := range orgs {
+			if err := p.syncPassword(ctx, org, o); err != nil {
+				errs = append(errs, fmt.Errorf("tenant %d: %w", org.ID, err))
+			}
+		}
+		return errors.Join(errs...)
+	})
+}
+
+func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organization, o owner) error {
+	creds, err := OpenCredentials(p.box, org)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, p.tenantDSN(creds))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var userID int64
+		err := tx.QueryRow(ctx, `UPDATE tenantuser SET password_hash = $2, token_version = token_version + 1, updated_at = now()
+			WHERE email = $1 AND password_hash <> $2 RETURNING id`, o.email, o.hash).Scan(&userID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE refresh_token SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL`, userID)
+		return err
+	})
+}
+
+// Delete drops the tenant's database and role, then marks the organization
+// deleted with its event. It returns nil at once unless the organization
+// is being deleted.
+func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
+	return p.withLock(ctx, "organization", orgID, func() error {
+		org, err := p.store.Get(ctx, orgID)
+		if errors.Is(err, organizations.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if org.Status != organizations.StatusDeleting {
+			return nil
+		}
+		id := pgx.Identifier{organizations.TenantName(orgID)}.Sanitize()
+		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database: %w", err)
+		}
+		if _, err := p.admin.Exec(ctx, "DROP ROLE IF EXISTS "+id); err != nil {
+			return fmt.Errorf("drop role: %w", err)
+		}
+		if err := p.store.MarkDeleted(ctx, orgID); err != nil {
+			return err
+		}
+		p.log.Info("tenant deleted", "tenant_id", orgID)
+		return nil
+	})
+}
+
+// withLock runs fn holding an advisory lock (pg_advisory_lock) on a
+// connection of its own: work on one organization (provisioning, deletion)
+// or one owner never overlaps, across processes too, and a crashed holder
+// releases the lock with its connection.
+func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn func() error) error {
+	conn, err := pgx.Connect(ctx, p.coreDSN)
+	if err != nil {
+		return fmt.Errorf("lock connection: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	key := "tenantbase." + kind + "." + strconv.FormatInt(id, 10)
+	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
+		return fmt.Errorf("lock %s %d: %w", kind, id, err)
+	}
+	return fn()
+}
+
+// tenantDSN is a DSN for the tenant database as its own role, through the
+// admin DSN's server address and options.
+func (p *Provisioner) tenantDSN(c Credentials) string {
+	u := *p.adminURL
+	u.User = url.UserPassword(c.User, c.Password)
+	u.Path = "/" + c.Name
+	u.RawPath = ""
+	return u.String()
+}
+
+// RestrictDatabase closes the database of the connection to PUBLIC, so
+// that tenant roles cannot connect to it; its owner and superusers keep
+// their access.
+func RestrictDatabase(ctx context.Context, pool *pgxpool.Pool) error {
+	// Replicas starting together would update the database's catalog row at
+	// the same moment, and all but one fail with "tuple concurrently updated".
+	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('tenantbase.restrict_database'))`); err != nil {
+			return err
+		}
+		var name string
+		if err := tx.QueryRow(ctx, `SELECT current_database()`).Scan(&name); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+pgx.Identifier{name}.Sanitize()+" FROM PUBLIC")
+		return err
+	})
+}
+
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}

@@ -1,0 +1,138 @@
+package provisioning
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+)
+
+// RunnerOptions configure the job runner.
+type RunnerOptions struct {
+	// Workers is how many jobs this process runs at once.
+	Workers int
+	// MaxAttempts bounds provisioning attempts before the organization is failed.
+	MaxAttempts int
+	// RetryBackoff is the delay before the first retry; it doubles per attempt.
+	RetryBackoff time.Duration
+	// JobTimeout cancels a job attempt that runs longer.
+	JobTimeout time.Duration
+	// RescueAfter is how long a job may stay running before it is presumed
+	// lost with a crashed process and run again.
+	RescueAfter time.Duration
+	// StopTimeout bounds the wait for running jobs at shutdown.
+	StopTimeout time.Duration
+}
+
+// Runner works the provisioning, deletion and owner-sync jobs. Several
+// runners (processes) may share a core database: River hands each job to
+// one of them at a time.
+type Runner struct {
+	client      *river.Client[pgx.Tx]
+	stopTimeout time.Duration
+}
+
+// NewRunner registers the workers on a River client over the core pool.
+func NewRunner(pool *pgxpool.Pool, p *Provisioner, o RunnerOptions, log *slog.Logger) (*Runner, error) {
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &provisionWorker{p: p, maxAttempts: o.MaxAttempts})
+	river.AddWorker(workers, &deleteWorker{p: p})
+	river.AddWorker(workers, &syncOwnerPasswordWorker{p: p})
+	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}},
+		Workers:              workers,
+		RetryPolicy:          backoff{base: o.RetryBackoff},
+		JobTimeout:           o.JobTimeout,
+		RescueStuckJobsAfter: o.RescueAfter,
+		Logger:               log.With("component", "jobs"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: job runner: %w", err)
+	}
+	return &Runner{client: client, stopTimeout: o.StopTimeout}, nil
+}
+
+// Run works jobs until ctx is cancelled, then lets running jobs finish
+// within the stop timeout and cancels those still running.
+func (r *Runner) Run(ctx context.Context) error {
+	if err := r.client.Start(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("provisioning: start job runner: %w", err)
+	}
+	<-ctx.Done()
+	stopCtx, cancel := context.WithTimeout(context.Background(), r.stopTimeout)
+	defer cancel()
+	if err := r.client.Stop(stopCtx); err != nil {
+		// Interrupted jobs are retried by whichever runner is up next.
+		hardCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return r.client.StopAndCancel(hardCtx)
+	}
+	return nil
+}
+
+type provisionWorker struct {
+	river.WorkerDefaults[ProvisionArgs]
+	p           *Provisioner
+	maxAttempts int
+}
+
+func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs]) error {
+	id := job.Args.OrganizationID
+	if job.Attempt > w.maxAttempts {
+		// The last attempt failed and could not record it: record it now.
+		cause := "unknown error"
+		if n := len(job.Errors); n > 0 {
+			cause = job.Errors[n-1].Error
+		}
+		return w.fail(ctx, id, errors.New(cause))
+	}
+	err := w.p.Provision(ctx, id)
+	if err == nil || job.Attempt < w.maxAttempts {
+		if err != nil {
+			w.p.log.Warn("provisioning attempt failed", "tenant_id", id, "attempt", job.Attempt, "error", err.Error())
+		}
+		return err
+	}
+	return w.fail(ctx, id, err)
+}
+
+func (w *provisionWorker) fail(ctx context.Context, id int64, cause error) error {
+	attempts := "attempts"
+	if w.maxAttempts == 1 {
+		attempts = "attempt"
+	}
+	detail := fmt.Sprintf("provisioning failed after %d %s: %v", w.maxAttempts, attempts, cause)
+	// The attempt may have failed because its context ran out; recording
+	// the failure still gets a moment of its own.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := w.p.store.MarkFailed(rctx, id, detail); err != nil {
+		return fmt.Errorf("record failure: %w (after %v)", err, cause)
+	}
+	w.p.log.Error("provisioning failed", "tenant_id", id, "error", cause.Error())
+	return river.JobCancel(cause)
+}
+
+type deleteWorker struct {
+	river.WorkerDefaults[DeleteArgs]
+	p *Provisioner
+}
+
+func (w *deleteWorker) Work(ctx context.Context, job *river.Job[DeleteArgs]) error {
+	return w.p.Delete(ctx, job.Args.OrganizationID)
+}
+
+type syncOwnerPasswordWorker struct {
+	river.WorkerDefaults[SyncOwnerPasswordArgs]
+	p *Provisioner
+}
+
+func (w *syncOwnerPasswordWorker) Work(ctx context.Context, job *river.Job[SyncOwnerPasswordArgs]) error {
+	return w.p.SyncOwnerPassword(ctx, job.Args.OwnerID)
+}
