@@ -2,18 +2,16 @@ package auth
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
+
+	"tenantbase/libs/config"
 )
 
 // ErrInvalidToken is returned for any token that fails verification; the
@@ -144,55 +142,11 @@ func (k *Keys) JWKS() JWKS {
 }
 
 // LoadSigningKey returns the Ed25519 key from seedB64 (base64 of the 32-byte
-// seed). When seedB64 is empty it reads dir/name.key, generating and saving
-// it (0600) the first time, so local runs keep their tokens valid across restarts.
+// seed), or from dir/name.key, generated there the first time.
 func LoadSigningKey(seedB64, dir, name string) (ed25519.PrivateKey, error) {
-	if seedB64 != "" {
-		return keyFromSeed(seedB64)
-	}
-	if dir == "" {
-		return nil, errors.New("auth: no signing key configured and no keys directory")
-	}
-	path := filepath.Join(dir, name+".key")
-	if b, err := os.ReadFile(path); err == nil {
-		return keyFromSeed(strings.TrimSpace(string(b)))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	seed := make([]byte, ed25519.SeedSize)
-	if _, err := rand.Read(seed); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	// The key is written to a temporary file and linked into place, so a
-	// process starting at the same moment reads either no file or a whole one.
-	tmp, err := os.CreateTemp(dir, name+".key.*")
+	seed, err := config.LoadKey(seedB64, ed25519.SeedSize, dir, name)
 	if err != nil {
 		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(base64.StdEncoding.EncodeToString(seed) + "\n"); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-		// Another process of this run saved its key first: use that one.
-		return LoadSigningKey("", dir, name)
-	} else if err != nil {
-		return nil, err
-	}
-	return ed25519.NewKeyFromSeed(seed), nil
-}
-
-func keyFromSeed(b64 string) (ed25519.PrivateKey, error) {
-	seed, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(seed) != ed25519.SeedSize {
-		return nil, errors.New("auth: signing key must be base64 of a 32-byte Ed25519 seed")
 	}
 	return ed25519.NewKeyFromSeed(seed), nil
 }

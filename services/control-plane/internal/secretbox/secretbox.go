@@ -6,12 +6,10 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strings"
+
+	"tenantbase/libs/config"
 )
 
 // KeySize is the key length in bytes (AES-256).
@@ -66,55 +64,9 @@ func (b *Box) Open(ciphertext, context []byte) ([]byte, error) {
 	return out, nil
 }
 
-// LoadKey returns the key from keyB64 (base64 of 32 bytes). When keyB64 is
-// empty it reads dir/name.key, generating and saving it (0600) the first
-// time, so local runs can read the credentials they stored before.
+// LoadKey returns the key from keyB64 (base64 of 32 bytes), or from
+// dir/name.key, generated there the first time, so local runs can read the
+// credentials they stored before.
 func LoadKey(keyB64, dir, name string) ([]byte, error) {
-	if keyB64 != "" {
-		return decodeKey(keyB64)
-	}
-	if dir == "" {
-		return nil, errors.New("secretbox: no key configured and no keys directory")
-	}
-	path := filepath.Join(dir, name+".key")
-	if b, err := os.ReadFile(path); err == nil {
-		return decodeKey(strings.TrimSpace(string(b)))
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	key := make([]byte, KeySize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	// Written aside and linked into place, so a concurrent reader never
-	// sees a half-written file and only one process's key wins.
-	tmp, err := os.CreateTemp(dir, name+".key.*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(base64.StdEncoding.EncodeToString(key) + "\n"); err != nil {
-		tmp.Close()
-		return nil, err
-	}
-	if err := tmp.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
-		return LoadKey("", dir, name)
-	} else if err != nil {
-		return nil, err
-	}
-	return key, nil
-}
-
-func decodeKey(b64 string) ([]byte, error) {
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil || len(key) != KeySize {
-		return nil, fmt.Errorf("secretbox: key must be base64 of %d bytes", KeySize)
-	}
-	return key, nil
+	return config.LoadKey(keyB64, KeySize, dir, name)
 }
