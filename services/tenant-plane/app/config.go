@@ -15,7 +15,7 @@ type Config struct {
 
 	// HTTPAddr serves the public API (routed by the ingress when X-TENANT is set).
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8083"`
-	// InternalAddr serves /metrics; the ingress never routes to it.
+	// InternalAddr serves /metrics and the JWKS; the ingress never routes to it.
 	InternalAddr string `envconfig:"INTERNAL_ADDR" default:"127.0.0.1:8084"`
 
 	// ControlPlaneURL is the control plane's internal listener.
@@ -32,6 +32,12 @@ type Config struct {
 	PoolBudget       int           `envconfig:"POOL_BUDGET" default:"40"`
 	PoolPerTenantMax int           `envconfig:"POOL_PER_TENANT_MAX" default:"5"`
 	PoolAcquireWait  time.Duration `envconfig:"POOL_ACQUIRE_TIMEOUT" default:"2s"`
+	// PoolMaxConnIdle closes a tenant connection idle that long, and a pool
+	// left without connections that long is dropped.
+	PoolMaxConnIdle time.Duration `envconfig:"POOL_MAX_CONN_IDLE" default:"5m"`
+	// TenantDBSSLMode is the sslmode of tenant database connections; use
+	// require or verify-full where the databases are on another host.
+	TenantDBSSLMode string `envconfig:"TENANT_DB_SSLMODE" default:"disable"`
 
 	// JWTSigningKey is this plane's own Ed25519 key (base64 of the 32-byte
 	// seed), shared by its replicas. Empty outside production means a key

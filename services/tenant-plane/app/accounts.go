@@ -1,0 +1,159 @@
+package app
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"tenantbase/libs/httpx"
+	"tenantbase/libs/problem"
+	"tenantbase/services/tenant-plane/internal/accounts"
+)
+
+// mountAccounts registers the tenant users' API; every route needs X-TENANT.
+func (a *api) mountAccounts(e *echo.Echo) {
+	e.POST("/auth/register", a.handleRegister, a.requireTenant)
+	e.POST("/auth/login", a.handleLogin, a.requireTenant)
+	e.POST("/auth/refresh", a.handleRefresh, a.requireTenant)
+	e.POST("/auth/logout", a.handleLogout, a.requireTenant)
+	e.GET("/profile", a.handleGetProfile, a.requireUser)
+	e.PATCH("/profile", a.handleUpdateProfile, a.requireUser)
+	e.POST("/profile/password", a.handleChangePassword, a.requireUser)
+	e.GET("/users", a.handleListUsers, a.requireAdmin)
+	e.PATCH("/users/:id", a.handleUpdateUser, a.requireAdmin)
+}
+
+type credentials struct {
+	Email    string `json:"email"`
+	Password string `json:"password"`
+}
+
+func (a *api) handleRegister(c echo.Context) error {
+	var in credentials
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	u, err := a.accounts.Register(c.Request().Context(), tenantScope(c).db, in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, u)
+}
+
+func (a *api) handleLogin(c echo.Context) error {
+	var in credentials
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	s := tenantScope(c)
+	t, err := a.accounts.Login(c.Request().Context(), s.db, s.tenantID, in.Email, in.Password)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+type refreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}
+
+func (a *api) handleRefresh(c echo.Context) error {
+	var in refreshRequest
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	s := tenantScope(c)
+	t, err := a.accounts.Refresh(c.Request().Context(), s.db, s.tenantID, in.RefreshToken)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+func (a *api) handleLogout(c echo.Context) error {
+	var in refreshRequest
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	if err := a.accounts.Logout(c.Request().Context(), tenantScope(c).db, in.RefreshToken); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// handleGetProfile answers from the row requireUser loaded: one query per request.
+func (a *api) handleGetProfile(c echo.Context) error {
+	return c.JSON(http.StatusOK, currentAccount(c).Profile())
+}
+
+func (a *api) handleUpdateProfile(c echo.Context) error {
+	var in accounts.ProfilePatch
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	p, err := a.accounts.UpdateProfile(c.Request().Context(), tenantScope(c).db, currentAccount(c).ID, in)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
+}
+
+func (a *api) handleChangePassword(c echo.Context) error {
+	var in struct {
+		CurrentPassword string `json:"current_password"`
+		NewPassword     string `json:"new_password"`
+	}
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	s := tenantScope(c)
+	t, err := a.accounts.ChangePassword(c.Request().Context(), s.db, s.tenantID, currentAccount(c), in.CurrentPassword, in.NewPassword)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, t)
+}
+
+func (a *api) handleListUsers(c echo.Context) error {
+	q := accounts.UserQuery{EmailContains: c.QueryParam("email")}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", accounts.MaxPageSize))
+		}
+		q.Limit = n
+	}
+	if v := c.QueryParam("cursor"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 1 {
+			return problem.Invalid("cursor", "is not a cursor this API returned")
+		}
+		q.After = n
+	}
+	page, err := a.accounts.ListUsers(c.Request().Context(), tenantScope(c).db, q)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, page)
+}
+
+func (a *api) handleUpdateUser(c echo.Context) error {
+	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
+	if err != nil || id < 1 {
+		return accounts.ErrUserNotFound
+	}
+	var in struct {
+		IsActive *bool   `json:"is_active"`
+		Role     *string `json:"role"`
+	}
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	u, err := a.accounts.UpdateUser(c.Request().Context(), tenantScope(c).db, id, accounts.UserPatch{IsActive: in.IsActive, Role: in.Role})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, u)
+}

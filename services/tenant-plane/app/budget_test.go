@@ -1,0 +1,97 @@
+package app_test
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"tenantbase/services/control-plane/cptest"
+	"tenantbase/services/tenant-plane/app"
+)
+
+func TestConnectionBudgetAcrossTenants(t *testing.T) {
+	const budget = 3
+	cp := cptest.Start(t, cptest.Options{})
+	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
+	tp := startPlane(t, cp.InternalURL, cp.NATS.URL(), func(c *app.Config) {
+		c.PoolBudget = budget
+		c.PoolPerTenantMax = 2
+		c.PoolAcquireWait = 20 * time.Second
+	})
+
+	type tenant struct {
+		id    int64
+		token string
+	}
+	var (
+		tenants   []tenant
+		databases []string
+	)
+	for i := range 3 * budget {
+		org := cp.CreateReadyOrganization(t, owner, "Org "+strconv.Itoa(i))
+		databases = append(databases, cp.Tenant(t, org.ID).Database.Name)
+		tenants = append(tenants, tenant{id: org.ID, token: tp.login(t, org.ID, owner.Email, ownerPassword).AccessToken})
+	}
+
+	admin := adminConn(t)
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n := int64(sessions(t, admin, databases)); n > peak.Load() {
+				peak.Store(n)
+			}
+		}
+	}()
+
+	const workersPerTenant, requestsPerWorker = 3, 10
+	var (
+		wg       sync.WaitGroup
+		answered atomic.Int64
+		failures = make(chan string, len(tenants)*workersPerTenant*requestsPerWorker)
+	)
+	for _, tn := range tenants {
+		for range workersPerTenant {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range requestsPerWorker {
+					res := tp.call(t, http.MethodGet, "/profile", tn.id, tn.token, nil)
+					answered.Add(1)
+					if res.Status != http.StatusOK {
+						failures <- strconv.Itoa(res.Status) + " " + string(res.Body)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(failures)
+	for f := range failures {
+		t.Errorf("request failed: %s", f)
+	}
+	if want := int64(len(tenants) * workersPerTenant * requestsPerWorker); answered.Load() != want {
+		t.Errorf("answered %d requests, want %d", answered.Load(), want)
+	}
+	if p := peak.Load(); p > budget || p == 0 {
+		t.Errorf("peak server sessions on the tenant databases = %d, want 1..%d", p, budget)
+	}
+	if n := tp.metric(t, `tenant_pools_retired_total{reason="lru_idle"}`) + tp.metric(t, "tenant_pool_idle_conns_trimmed_total"); n == 0 {
+		t.Error("no pool or connection was closed to free budget: the test never reached the budget")
+	}
+	if used, limit := tp.metric(t, "tenant_pool_budget_used"), tp.metric(t, "tenant_pool_budget_limit"); used > limit || limit != budget {
+		t.Errorf("budget metrics: used %v of %v", used, limit)
+	}
+}

@@ -1,0 +1,356 @@
+package app_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"golang.org/x/crypto/bcrypt"
+
+	"tenantbase/libs/openapitest"
+	"tenantbase/libs/testenv"
+	"tenantbase/services/control-plane/cptest"
+	"tenantbase/services/tenant-plane/app"
+)
+
+// plane is one tenant plane running in this process.
+type plane struct {
+	PublicURL   string
+	InternalURL string
+	Config      app.Config
+
+	logs   *logBuffer
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	spec   *openapitest.Validator
+	http   *http.Client
+}
+
+// startPlane runs app.Run on 127.0.0.1:0 against a control plane's
+// internal API at directoryURL and the NATS server at natsURL, until the
+// test ends.
+func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.Config)) *plane {
+	t.Helper()
+	cfg, err := app.LoadConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Env = "test"
+	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.InternalAddr = "127.0.0.1:0"
+	cfg.ControlPlaneURL = directoryURL
+	cfg.ServiceToken = cptest.ServiceToken
+	cfg.NATSURL = natsURL
+	cfg.KeysDir = t.TempDir()
+	cfg.JWTSigningKey = ""
+	cfg.BcryptCost = bcrypt.MinCost
+	cfg.LogLevel = "debug"
+	cfg.ShutdownTimeout = 10 * time.Second
+	if configure != nil {
+		configure(&cfg)
+	}
+	p := &plane{
+		Config: cfg,
+		logs:   &logBuffer{},
+		done:   make(chan error, 1),
+		spec:   openapitest.New(t, app.OpenAPI),
+		http:   &http.Client{Timeout: 30 * time.Second},
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewJSONHandler(p.logs, &slog.HandlerOptions{Level: level}))
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	ready := make(chan app.Addrs, 1)
+	go func() { p.done <- app.Run(ctx, cfg, log, func(a app.Addrs) { ready <- a }) }()
+	select {
+	case a := <-ready:
+		p.PublicURL = "http://" + a.Public
+		p.InternalURL = "http://" + a.Internal
+	case err := <-p.done:
+		cancel()
+		t.Fatalf("tenant plane did not start: %v\nlogs:\n%s", err, p.logs)
+	case <-time.After(time.Minute):
+		cancel()
+		t.Fatalf("tenant plane not ready after a minute\nlogs:\n%s", p.logs)
+	}
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("tenant plane logs:\n%s", p.logs)
+		}
+	})
+	return p
+}
+
+func (p *plane) stop(t testing.TB) {
+	p.once.Do(func() {
+		p.cancel()
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("tenant plane stopped with an error: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Errorf("tenant plane did not stop within a minute")
+		}
+	})
+}
+
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (r *response) expect(t testing.TB, status int) *response {
+	t.Helper()
+	if r.Status != status {
+		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
+	}
+	return r
+}
+
+// problem fails unless the answer is a problem with status and code.
+func (r *response) problem(t testing.TB, status int, code string) *response {
+	t.Helper()
+	r.expect(t, status)
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
+		t.Errorf("content type %q, want application/problem+json", ct)
+	}
+	var p struct {
+		Code string `json:"code"`
+	}
+	r.decode(t, &p)
+	if p.Code != code {
+		t.Fatalf("problem code %q, want %q; body %s", p.Code, code, r.Body)
+	}
+	return r
+}
+
+func (r *response) decode(t testing.TB, v any) {
+	t.Helper()
+	if err := json.Unmarshal(r.Body, v); err != nil {
+		t.Fatalf("decode %d answer %q: %v", r.Status, r.Body, err)
+	}
+}
+
+// call sends a request to the public API for tenant (0: no X-TENANT) with
+// token as bearer ("" for none) and body as JSON (nil for none).
+func (p *plane) call(t testing.TB, method, path string, tenant int64, token string, body any) *response {
+	t.Helper()
+	var payload io.Reader = http.NoBody
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		payload = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, p.PublicURL+path, payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if tenant != 0 {
+		req.Header.Set("X-TENANT", strconv.FormatInt(tenant, 10))
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return p.send(t, req)
+}
+
+// send sends req to the public API and checks the answer against the
+// OpenAPI document.
+func (p *plane) send(t testing.TB, req *http.Request) *response {
+	t.Helper()
+	res, err := p.http.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
+	}
+	defer res.Body.Close()
+	p.spec.Check(t, req, res)
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// metric reads one series (name with its labels, as /metrics prints it)
+// from the internal listener; 0 when absent.
+func (p *plane) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	res, err := p.http.Get(p.InternalURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %v", series, err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+type user struct {
+	ID          int64   `json:"id"`
+	Email       string  `json:"email"`
+	Role        string  `json:"role"`
+	IsActive    bool    `json:"is_active"`
+	DisplayName *string `json:"display_name"`
+}
+
+func (p *plane) register(t testing.TB, tenant int64, email, password string) user {
+	t.Helper()
+	var u user
+	p.call(t, http.MethodPost, "/auth/register", tenant, "", map[string]string{"email": email, "password": password}).
+		expect(t, http.StatusCreated).decode(t, &u)
+	return u
+}
+
+func (p *plane) login(t testing.TB, tenant int64, email, password string) tokens {
+	t.Helper()
+	var tok tokens
+	p.call(t, http.MethodPost, "/auth/login", tenant, "", map[string]string{"email": email, "password": password}).
+		expect(t, http.StatusOK).decode(t, &tok)
+	return tok
+}
+
+// directory is a reverse proxy in front of a control plane's internal
+// API that counts the tenant lookups passing through; the real API
+// answers every one.
+type directory struct {
+	URL string
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func newDirectory(t testing.TB, internalURL string) *directory {
+	t.Helper()
+	target, err := url.Parse(internalURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &directory{n: map[string]int{}}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, ok := strings.CutPrefix(r.URL.Path, "/internal/tenants/"); ok {
+			d.mu.Lock()
+			d.n[id]++
+			d.mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	d.URL = srv.URL
+	return d
+}
+
+func (d *directory) lookups(id int64) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.n[strconv.FormatInt(id, 10)]
+}
+
+// world is a control plane with an owner, two ready organizations and a
+// tenant plane in front of them.
+type world struct {
+	cp    *cptest.ControlPlane
+	dir   *directory
+	tp    *plane
+	owner cptest.User
+	a, b  cptest.Organization
+}
+
+const ownerPassword = "owner-password-1"
+
+func newWorld(t *testing.T, configure func(*app.Config)) *world {
+	t.Helper()
+	w := &world{cp: cptest.Start(t, cptest.Options{})}
+	w.owner = w.cp.SignUpOwner(t, "owner@example.com", ownerPassword)
+	w.a = w.cp.CreateReadyOrganization(t, w.owner, "Alpha")
+	w.b = w.cp.CreateReadyOrganization(t, w.owner, "Beta")
+	w.dir = newDirectory(t, w.cp.InternalURL)
+	w.tp = startPlane(t, w.dir.URL, w.cp.NATS.URL(), configure)
+	return w
+}
+
+// ownerLogin logs the organization owner in to tenant id.
+func (w *world) ownerLogin(t testing.TB, id int64) tokens {
+	t.Helper()
+	return w.tp.login(t, id, w.owner.Email, ownerPassword)
+}
+
+// sessions counts the server sessions on the given databases.
+func sessions(t testing.TB, admin *pgx.Conn, databases []string) int {
+	t.Helper()
+	var n int
+	if err := admin.QueryRow(context.Background(),
+		`SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, databases).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func adminConn(t testing.TB) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), testenv.PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func path(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

@@ -1,0 +1,343 @@
+// Package accounts holds a tenant's users, in the tenant's own database:
+// registration, login with access and refresh tokens, the user's profile
+// and password, and the tenant admins' view of users.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"tenantbase/libs/auth"
+	"tenantbase/libs/problem"
+)
+
+// DB is one tenant's database: a handle that leases a connection per
+// statement or transaction.
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Roles of tenant users.
+const (
+	RoleAdmin  = "admin"
+	RoleMember = "member"
+)
+
+// Domain errors; the service's error table maps them to problems.
+var (
+	ErrEmailTaken      = errors.New("a user with this email address already exists in this tenant")
+	ErrUserNotFound    = errors.New("no such user in this tenant")
+	ErrUserInactive    = errors.New("this user has been deactivated by a tenant admin")
+	ErrLastAdmin       = errors.New("the last active admin of a tenant cannot be deactivated or demoted")
+	ErrWrongPassword   = errors.New("the current password is wrong")
+	ErrUnauthenticated = errors.New("a valid access token of this tenant is required")
+)
+
+// Account is a tenant user's whole row, the password hash aside.
+type Account struct {
+	ID           int64
+	Email        string
+	Role         string
+	IsActive     bool
+	DisplayName  *string
+	Bio          *string
+	AvatarURL    *string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	TokenVersion int
+}
+
+// User is a tenant user as registration and the admin API show it.
+type User struct {
+	ID          int64     `json:"id"`
+	Email       string    `json:"email"`
+	Role        string    `json:"role"`
+	IsActive    bool      `json:"is_active"`
+	DisplayName *string   `json:"display_name"`
+	CreatedAt   time.Time `json:"created_at"`
+}
+
+// Profile is what a user sees of themselves.
+type Profile struct {
+	ID          int64     `json:"id"`
+	Email       string    `json:"email"`
+	Role        string    `json:"role"`
+	IsActive    bool      `json:"is_active"`
+	DisplayName *string   `json:"display_name"`
+	Bio         *string   `json:"bio"`
+	AvatarURL   *string   `json:"avatar_url"`
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// User is a's public view.
+func (a Account) User() User {
+	return User{ID: a.ID, Email: a.Email, Role: a.Role, IsActive: a.IsActive, DisplayName: a.DisplayName, CreatedAt: a.CreatedAt}
+}
+
+// Profile is a's own view.
+func (a Account) Profile() Profile {
+	return Profile{ID: a.ID, Email: a.Email, Role: a.Role, IsActive: a.IsActive, DisplayName: a.DisplayName,
+		Bio: a.Bio, AvatarURL: a.AvatarURL, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
+}
+
+// Tokens answer a login, a refresh or a password change.
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// Claims are a tenant access token's claims: the shared tenant claims
+// plus the user's token version, so that deactivation and a password
+// change end every token issued before.
+type Claims struct {
+	auth.TenantClaims
+	TokenVersion int `json:"tv"`
+}
+
+// Options are the account rules taken from the service's configuration.
+type Options struct {
+	AccessTokenTTL  time.Duration
+	RefreshTokenTTL time.Duration
+	Throttle        auth.Throttle
+}
+
+// Service implements the account flows; every call names the tenant's database.
+type Service struct {
+	passwords *auth.Passwords
+	keys      *auth.Keys
+	opts      Options
+	verified  verifiedTokens
+}
+
+// New returns the account service.
+func New(passwords *auth.Passwords, keys *auth.Keys, opts Options) *Service {
+	return &Service{passwords: passwords, keys: keys, opts: opts}
+}
+
+// Register creates an active member. The password is hashed before any
+// connection is taken.
+func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string) (User, error) {
+	email, emailErr := auth.NormalizeEmail("email", rawEmail)
+	if err := fieldErrors(emailErr, auth.ValidatePassword("password", password)); err != nil {
+		return User{}, err
+	}
+	hash, err := s.passwords.Hash(password)
+	if err != nil {
+		return User{}, fmt.Errorf("hash password: %w", err)
+	}
+	a, err := insertAccount(ctx, db, email, hash, RoleMember)
+	if err != nil {
+		return User{}, err
+	}
+	return a.User(), nil
+}
+
+// Login checks the credentials of an active user and starts a session.
+// Unknown emails cost as much time as wrong passwords, and repeated
+// failures lock the account for a while (429 with Retry-After). The
+// password is checked before the active flag, so that only the holder
+// of the password learns that the account is deactivated.
+func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, password string) (Tokens, error) {
+	email, emailErr := auth.NormalizeEmail("email", rawEmail)
+	var pwErr error
+	if password == "" {
+		pwErr = problem.Invalid("password", "is required")
+	}
+	if err := fieldErrors(emailErr, pwErr); err != nil {
+		return Tokens{}, err
+	}
+	id, err := auth.CheckPassword(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, email, password)
+	if err != nil {
+		return Tokens{}, err
+	}
+	a, err := accountByID(ctx, db, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return Tokens{}, auth.ErrInvalidCredentials
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !a.IsActive {
+		return Tokens{}, ErrUserInactive
+	}
+	refresh, err := auth.IssueRefresh(ctx, db, a.ID, s.opts.RefreshTokenTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	return s.tokens(tenantID, a, refresh)
+}
+
+// Refresh rotates a refresh token and issues an access token carrying the
+// user's current role and token version. Presenting a token that was
+// already rotated revokes its whole family.
+func (s *Service) Refresh(ctx context.Context, db DB, tenantID int64, refreshToken string) (Tokens, error) {
+	if refreshToken == "" {
+		return Tokens{}, problem.Invalid("refresh_token", "is required")
+	}
+	id, next, err := auth.RotateRefresh(ctx, db, refreshToken, s.opts.RefreshTokenTTL)
+	if err != nil {
+		return Tokens{}, err
+	}
+	a, err := accountByID(ctx, db, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return Tokens{}, auth.ErrInvalidRefresh
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	if !a.IsActive {
+		if err := auth.RevokeAllRefresh(ctx, db, a.ID); err != nil {
+			return Tokens{}, err
+		}
+		return Tokens{}, ErrUserInactive
+	}
+	return s.tokens(tenantID, a, next)
+}
+
+// Logout revokes the session (the token family) refreshToken belongs to.
+// Unknown tokens are accepted silently: the session is gone either way.
+func (s *Service) Logout(ctx context.Context, db DB, refreshToken string) error {
+	if refreshToken == "" {
+		return problem.Invalid("refresh_token", "is required")
+	}
+	return auth.RevokeRefresh(ctx, db, refreshToken)
+}
+
+// Authenticate verifies an access token for tenantID and returns its
+// user's current row. The token must be signed by this plane, be meant
+// for this tenant (aud and tid), and carry the user's current token
+// version; the user must still be active. Every failure is
+// ErrUnauthenticated.
+func (s *Service) Authenticate(ctx context.Context, db DB, tenantID int64, token string) (Account, error) {
+	claims, ok := s.verified.get(tenantID, token)
+	if !ok {
+		if err := s.keys.Parse(token, auth.TenantAudience(tenantID), &claims); err != nil {
+			return Account{}, ErrUnauthenticated
+		}
+		if claims.TenantID != tenantID {
+			return Account{}, ErrUnauthenticated
+		}
+		s.verified.put(tenantID, token, claims)
+	}
+	id, err := strconv.ParseInt(claims.Subject, 10, 64)
+	if err != nil || id < 1 {
+		return Account{}, ErrUnauthenticated
+	}
+	a, err := accountByID(ctx, db, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return Account{}, ErrUnauthenticated
+	}
+	if err != nil {
+		return Account{}, err
+	}
+	if !a.IsActive || a.TokenVersion != claims.TokenVersion {
+		return Account{}, ErrUnauthenticated
+	}
+	return a, nil
+}
+
+// ChangePassword replaces a's password after checking the current one
+// (throttled like a login), ends every other session and every access
+// token issued before, and returns a fresh session.
+func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a Account, current, next string) (Tokens, error) {
+	var curErr error
+	if current == "" {
+		curErr = problem.Invalid("current_password", "is required")
+	}
+	nextErr := auth.ValidatePassword("new_password", next)
+	if nextErr == nil && next == current {
+		nextErr = problem.Invalid("new_password", "must differ from the current password")
+	}
+	if err := fieldErrors(curErr, nextErr); err != nil {
+		return Tokens{}, err
+	}
+	id, err := auth.CheckPassword(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, a.Email, current)
+	if errors.Is(err, auth.ErrInvalidCredentials) || (err == nil && id != a.ID) {
+		return Tokens{}, ErrWrongPassword
+	}
+	if err != nil {
+		return Tokens{}, err
+	}
+	hash, err := s.passwords.Hash(next)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("hash password: %w", err)
+	}
+	var (
+		updated Account
+		refresh string
+	)
+	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		var err error
+		if updated, err = setPassword(ctx, tx, a.ID, hash); err != nil {
+			return err
+		}
+		if err := auth.RevokeAllRefresh(ctx, tx, a.ID); err != nil {
+			return err
+		}
+		refresh, err = auth.IssueRefresh(ctx, tx, a.ID, s.opts.RefreshTokenTTL)
+		return err
+	})
+	if err != nil {
+		return Tokens{}, err
+	}
+	return s.tokens(tenantID, updated, refresh)
+}
+
+func (s *Service) tokens(tenantID int64, a Account, refresh string) (Tokens, error) {
+	access, err := s.keys.Sign(Claims{
+		TenantClaims: auth.TenantClaims{
+			RegisteredClaims: s.keys.Registered(strconv.FormatInt(a.ID, 10), auth.TenantAudience(tenantID), s.opts.AccessTokenTTL),
+			TenantID:         tenantID,
+			Role:             a.Role,
+		},
+		TokenVersion: a.TokenVersion,
+	})
+	if err != nil {
+		return Tokens{}, fmt.Errorf("sign access token: %w", err)
+	}
+	return Tokens{
+		AccessToken:  access,
+		TokenType:    "bearer",
+		ExpiresIn:    int64(s.opts.AccessTokenTTL / time.Second),
+		RefreshToken: refresh,
+	}, nil
+}
+
+// fieldErrors joins the validation problems among errs into one 422 that
+// names every failing field; any other error is returned as it is.
+func fieldErrors(errs ...error) error {
+	var joined *problem.Problem
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var p *problem.Problem
+		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
+			return err
+		}
+		if joined == nil {
+			cp := *p
+			joined = &cp
+			continue
+		}
+		joined.Errors = append(append([]problem.FieldError(nil), joined.Errors...), p.Errors...)
+		joined.Detail += "; " + p.Detail
+	}
+	if joined == nil {
+		return nil
+	}
+	return joined
+}
