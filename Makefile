@@ -42,13 +42,11 @@ vet: ## go vet every module
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
 	done
 
-bench: ## Run every module's benchmarks once each (figures only, no assertions)
+bench: ## Print the performance figures: provisioning latency and GET /profile throughput (see docs/performance.md)
 	@dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
-	for m in $(MODULES); do \
-		echo "==> $$m"; \
-		(cd $$m && go test -run '^$$' -bench . -benchtime 1x ./...) || { echo "FAILED: go test -bench in $$m"; exit 1; }; \
-	done
+	(cd services/control-plane && go test ./app -run '^$$' -bench Provisioning -benchtime 1x -v) && \
+	(cd services/tenant-plane && go test ./app -run '^$$' -bench Profile -benchtime 20000x -v)
 
 subscribe: ## Print each tenant.created event (durable consumer on TENANT_EVENTS at NATS_URL)
 	go run ./services/control-plane/cmd/tenant-events
