@@ -11,12 +11,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	mathrand "math/rand/v2"
-	"mime/quotedprintable"
 	"net/http"
-	"net/mail"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,12 +51,12 @@ func TestIngressEndToEnd(t *testing.T) {
 	e2eStep(t, "owner registers", func(t *testing.T) {
 		r := s.do(t, http.MethodPost, "/auth/register",
 			map[string]any{"email": ownerEmail, "password": password, "is_owner": true})
-		r.expect(t, http.StatusCreated)
+		r.Expect(t, http.StatusCreated)
 		var u struct {
 			ID    int64  `json:"id"`
 			Email string `json:"email"`
 		}
-		r.decode(t, &u)
+		r.Decode(t, &u)
 		if u.ID == 0 || u.Email != ownerEmail {
 			t.Fatalf("registered user %+v, want an id and email %s", u, ownerEmail)
 		}
@@ -71,27 +67,27 @@ func TestIngressEndToEnd(t *testing.T) {
 			return len(m.To) == 1 && m.To[0] == ownerEmail
 		})
 		link := e2eVerificationLink(t, m, s.url)
-		s.do(t, http.MethodGet, strings.TrimPrefix(link, s.url), nil).expect(t, http.StatusOK)
+		s.do(t, http.MethodGet, strings.TrimPrefix(link, s.url), nil).Expect(t, http.StatusOK)
 	})
 
 	e2eStep(t, "owner logs in", func(t *testing.T) {
 		r := s.do(t, http.MethodPost, "/auth/login", map[string]any{"email": ownerEmail, "password": password})
-		r.expect(t, http.StatusOK)
-		coreToken = r.tokens(t)
+		r.Expect(t, http.StatusOK)
+		coreToken = e2eTokens(t, r)
 	})
 
 	e2eStep(t, "owner creates an organization", func(t *testing.T) {
 		r := s.do(t, http.MethodPost, "/organizations", map[string]any{"name": "Acme"}, "Authorization", "Bearer "+coreToken)
-		r.expect(t, http.StatusAccepted)
+		r.Expect(t, http.StatusAccepted)
 		var org struct {
 			ID     int64  `json:"id"`
 			Status string `json:"status"`
 		}
-		r.decode(t, &org)
+		r.Decode(t, &org)
 		if org.ID < s.firstOrgID || org.Status != "provisioning" {
 			t.Fatalf("created organization %+v, want an id from %d on and status provisioning", org, s.firstOrgID)
 		}
-		if loc, want := r.header.Get("Location"), "/organizations/"+strconv.FormatInt(org.ID, 10); loc != want {
+		if loc, want := r.Header.Get("Location"), "/organizations/"+strconv.FormatInt(org.ID, 10); loc != want {
 			t.Fatalf("Location %q, want %q", loc, want)
 		}
 		orgID, tenant = org.ID, strconv.FormatInt(org.ID, 10)
@@ -102,18 +98,18 @@ func TestIngressEndToEnd(t *testing.T) {
 		deadline := start.Add(60 * time.Second)
 		for {
 			r := s.do(t, http.MethodGet, "/organizations/"+tenant, nil, "Authorization", "Bearer "+coreToken)
-			r.expect(t, http.StatusOK)
+			r.Expect(t, http.StatusOK)
 			var org struct {
 				Status       string  `json:"status"`
 				StatusDetail *string `json:"status_detail"`
 			}
-			r.decode(t, &org)
+			r.Decode(t, &org)
 			switch {
 			case org.Status == "ready":
 				t.Logf("organization %d ready %s after creation", orgID, time.Since(start).Round(time.Millisecond))
 				return
 			case org.Status != "provisioning":
-				t.Fatalf("organization %d is %s: %s", orgID, org.Status, r.body)
+				t.Fatalf("organization %d is %s: %s", orgID, org.Status, r.Body)
 			case time.Now().After(deadline):
 				t.Fatalf("organization %d still provisioning after 60s", orgID)
 			}
@@ -123,18 +119,18 @@ func TestIngressEndToEnd(t *testing.T) {
 
 	e2eStep(t, "tenant user registers, logs in and reads the profile", func(t *testing.T) {
 		r := s.do(t, http.MethodPost, "/auth/register", map[string]any{"email": memberEmail, "password": password}, "X-TENANT", tenant)
-		r.expect(t, http.StatusCreated)
+		r.Expect(t, http.StatusCreated)
 		var u struct {
 			Email string `json:"email"`
 		}
-		r.decode(t, &u)
+		r.Decode(t, &u)
 		if u.Email != memberEmail {
-			t.Fatalf("registered tenant user %s, want %s", r.body, memberEmail)
+			t.Fatalf("registered tenant user %s, want %s", r.Body, memberEmail)
 		}
 
 		r = s.do(t, http.MethodPost, "/auth/login", map[string]any{"email": memberEmail, "password": password}, "X-TENANT", tenant)
-		r.expect(t, http.StatusOK)
-		tenantToken = r.tokens(t)
+		r.Expect(t, http.StatusOK)
+		tenantToken = e2eTokens(t, r)
 		if aud := e2eAudience(t, tenantToken); !slices.Contains(aud, "tenant:"+tenant) {
 			t.Fatalf("tenant token audience %q, want tenant:%s", aud, tenant)
 		}
@@ -147,8 +143,8 @@ func TestIngressEndToEnd(t *testing.T) {
 
 	e2eStep(t, "owner logs in to the tenant as its admin", func(t *testing.T) {
 		r := s.do(t, http.MethodPost, "/auth/login", map[string]any{"email": ownerEmail, "password": password}, "X-TENANT", tenant)
-		r.expect(t, http.StatusOK)
-		profile := s.profile(t, r.tokens(t), tenant)
+		r.Expect(t, http.StatusOK)
+		profile := s.profile(t, e2eTokens(t, r), tenant)
 		if profile.Email != ownerEmail || profile.Role != "admin" {
 			t.Fatalf("owner's tenant profile %+v, want email %s and role admin", profile, ownerEmail)
 		}
@@ -171,7 +167,7 @@ func TestIngressEndToEnd(t *testing.T) {
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
 				headers := append([]string{"Authorization", "Bearer " + tc.token}, tc.headers...)
-				s.do(t, http.MethodGet, tc.path, nil, headers...).expect(t, tc.status)
+				s.do(t, http.MethodGet, tc.path, nil, headers...).Expect(t, tc.status)
 			})
 		}
 	})
@@ -180,8 +176,8 @@ func TestIngressEndToEnd(t *testing.T) {
 		// The same paths answer on the control plane's internal listener, so a
 		// 404 through the ingress is the ingress refusing them.
 		direct := s.direct(t, "http://"+s.controlPlanes[0].internalAddr+"/internal/tenants/"+tenant, "Authorization", "Bearer "+s.serviceToken)
-		direct.expect(t, http.StatusOK)
-		s.direct(t, "http://"+s.controlPlanes[0].internalAddr+"/metrics").expect(t, http.StatusOK)
+		direct.Expect(t, http.StatusOK)
+		s.direct(t, "http://"+s.controlPlanes[0].internalAddr+"/metrics").Expect(t, http.StatusOK)
 
 		paths := []struct{ name, path string }{
 			{"tenant lookup", "/internal/tenants/" + tenant},
@@ -209,8 +205,7 @@ func TestIngressEndToEnd(t *testing.T) {
 				id := fmt.Sprintf("e2e-internal-%d", n)
 				t.Run(p.name+", "+v.name, func(t *testing.T) {
 					r := s.do(t, http.MethodGet, p.path, nil, append([]string{"X-Request-ID", id}, v.headers...)...)
-					r.expect(t, http.StatusNotFound)
-					r.expectProblem(t, "not_found")
+					r.ExpectProblem(t, http.StatusNotFound, "not_found")
 				})
 			}
 		}
@@ -241,8 +236,8 @@ func TestIngressEndToEnd(t *testing.T) {
 					headers = append(headers, "X-Request-ID", tc.sent)
 				}
 				r := s.do(t, http.MethodGet, path, nil, headers...)
-				r.expect(t, http.StatusOK)
-				got := r.header.Values("X-Request-ID")
+				r.Expect(t, http.StatusOK)
+				got := r.Header.Values("X-Request-ID")
 				if len(got) != 1 {
 					t.Fatalf("X-Request-ID values %q, want exactly one", got)
 				}
@@ -284,8 +279,7 @@ func TestIngressEndToEnd(t *testing.T) {
 					headers, plane = append(headers, "X-TENANT", tenant), s.tenantPlanes
 				}
 				r := s.do(t, http.MethodPost, "/auth/register", bytes.Repeat([]byte("a"), tc.size), headers...)
-				r.expect(t, tc.status)
-				r.expectProblem(t, tc.code)
+				r.ExpectProblem(t, tc.status, tc.code)
 				if tc.status == http.StatusRequestEntityTooLarge {
 					return
 				}
@@ -300,9 +294,9 @@ func TestIngressEndToEnd(t *testing.T) {
 		const rounds = 12
 		for i := range rounds {
 			s.do(t, http.MethodGet, "/auth/me", nil, "X-Request-ID", fmt.Sprintf("e2e-spread-cp-%d", i),
-				"Authorization", "Bearer "+coreToken).expect(t, http.StatusOK)
+				"Authorization", "Bearer "+coreToken).Expect(t, http.StatusOK)
 			s.do(t, http.MethodGet, "/profile", nil, "X-Request-ID", fmt.Sprintf("e2e-spread-tp-%d", i),
-				"Authorization", "Bearer "+tenantToken, "X-TENANT", tenant).expect(t, http.StatusOK)
+				"Authorization", "Bearer "+tenantToken, "X-TENANT", tenant).Expect(t, http.StatusOK)
 		}
 		for _, group := range []struct {
 			prefix string
@@ -424,7 +418,7 @@ func e2eStartStack(t *testing.T) *e2eStack {
 	// start at 1 in every fresh core database: starting this one far away
 	// keeps the test's tenants apart from any other test's.
 	s.firstOrgID = 1_000_000 + mathrand.Int64N(999_000_000)
-	e2eExec(t, coreDB, "ALTER SEQUENCE organization_id_seq RESTART WITH "+strconv.FormatInt(s.firstOrgID, 10))
+	testenv.Exec(t, coreDB, "ALTER SEQUENCE organization_id_seq RESTART WITH "+strconv.FormatInt(s.firstOrgID, 10))
 	// Registered before the processes start, so it runs after they stop.
 	t.Cleanup(func() { e2eDropTenants(t, server, coreDB) })
 
@@ -635,97 +629,32 @@ func e2eBuild(t *testing.T, root, dir string, names ...string) map[string]string
 	return bins
 }
 
-// e2eResponse is a whole response, body read.
-type e2eResponse struct {
-	method, path string
-	status       int
-	header       http.Header
-	body         []byte
-}
-
 // do sends a request to the ingress. body is sent as is when it is a
 // []byte, as JSON otherwise; headers are name, value pairs.
-func (s *e2eStack) do(t *testing.T, method, path string, body any, headers ...string) e2eResponse {
+func (s *e2eStack) do(t *testing.T, method, path string, body any, headers ...string) *testenv.Response {
 	t.Helper()
 	return s.send(t, method, s.url+path, body, headers...)
 }
 
 // direct sends a GET to a process's own listener, bypassing the ingress.
-func (s *e2eStack) direct(t *testing.T, url string, headers ...string) e2eResponse {
+func (s *e2eStack) direct(t *testing.T, url string, headers ...string) *testenv.Response {
 	t.Helper()
 	return s.send(t, http.MethodGet, url, nil, headers...)
 }
 
-func (s *e2eStack) send(t *testing.T, method, target string, body any, headers ...string) e2eResponse {
+// send sends the path as written: net/http neither decodes nor cleans it,
+// so encoded and dot-segment variants reach nginx as a client sent them.
+func (s *e2eStack) send(t *testing.T, method, target string, body any, headers ...string) *testenv.Response {
 	t.Helper()
-	var reader io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		reader = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		reader = bytes.NewReader(raw)
-	}
-	// The path goes out as written: net/http neither decodes nor cleans it,
-	// so encoded and dot-segment variants reach nginx as a client sent them.
-	req, err := http.NewRequest(method, target, reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if reader != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	req := testenv.JSONRequest(t, method, target, body)
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	path := req.URL.RequestURI()
-	res, err := s.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
-	raw, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return e2eResponse{method: method, path: path, status: res.StatusCode, header: res.Header, body: raw}
+	return testenv.Send(t, s.client, req, nil)
 }
 
-func (r e2eResponse) expect(t *testing.T, status int) {
-	t.Helper()
-	if r.status != status {
-		t.Fatalf("%s %s: status %d, want %d; body %s", r.method, r.path, r.status, status, r.body)
-	}
-}
-
-func (r e2eResponse) decode(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("%s %s: decode %s: %v", r.method, r.path, r.body, err)
-	}
-}
-
-func (r e2eResponse) expectProblem(t *testing.T, code string) {
-	t.Helper()
-	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
-		t.Fatalf("%s %s: Content-Type %q, want application/problem+json", r.method, r.path, ct)
-	}
-	var p struct {
-		Status int    `json:"status"`
-		Code   string `json:"code"`
-	}
-	r.decode(t, &p)
-	if p.Code != code || p.Status != r.status {
-		t.Fatalf("%s %s: problem %s, want code %s and status %d", r.method, r.path, r.body, code, r.status)
-	}
-}
-
-// tokens checks a login answer and returns its access token.
-func (r e2eResponse) tokens(t *testing.T) string {
+// e2eTokens checks a login answer and returns its access token.
+func e2eTokens(t *testing.T, r *testenv.Response) string {
 	t.Helper()
 	var tok struct {
 		AccessToken  string `json:"access_token"`
@@ -733,9 +662,9 @@ func (r e2eResponse) tokens(t *testing.T) string {
 		ExpiresIn    int    `json:"expires_in"`
 		RefreshToken string `json:"refresh_token"`
 	}
-	r.decode(t, &tok)
+	r.Decode(t, &tok)
 	if tok.AccessToken == "" || !strings.EqualFold(tok.TokenType, "bearer") || tok.ExpiresIn <= 0 || tok.RefreshToken == "" {
-		t.Fatalf("%s %s: login answer %s, want access_token, token_type bearer, expires_in and refresh_token", r.method, r.path, r.body)
+		t.Fatalf("%s %s: login answer %s, want access_token, token_type bearer, expires_in and refresh_token", r.Method, r.Path, r.Body)
 	}
 	return tok.AccessToken
 }
@@ -748,9 +677,9 @@ type e2eProfile struct {
 func (s *e2eStack) profile(t *testing.T, token, tenant string) e2eProfile {
 	t.Helper()
 	r := s.do(t, http.MethodGet, "/profile", nil, "Authorization", "Bearer "+token, "X-TENANT", tenant)
-	r.expect(t, http.StatusOK)
+	r.Expect(t, http.StatusOK)
 	var p e2eProfile
-	r.decode(t, &p)
+	r.Decode(t, &p)
 	return p
 }
 
@@ -787,43 +716,11 @@ func e2eAudience(t *testing.T, token string) []string {
 // verification link in it, which must point at the ingress.
 func e2eVerificationLink(t *testing.T, m testenv.Mail, publicURL string) string {
 	t.Helper()
-	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
-	if err != nil {
-		t.Fatalf("parse mail: %v\n%s", err, m.Data)
+	link := testenv.LinkIn(t, m.Text(t), publicURL+"/auth/verify?")
+	if link.Query().Get("token") == "" {
+		t.Fatalf("verification link %q has no token", link)
 	}
-	var body io.Reader = msg.Body
-	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-		body = quotedprintable.NewReader(body)
-	}
-	text, err := io.ReadAll(body)
-	if err != nil {
-		t.Fatalf("read mail body: %v", err)
-	}
-	prefix := publicURL + "/auth/verify?"
-	i := strings.Index(string(text), prefix)
-	if i < 0 {
-		t.Fatalf("no link starting %s in the mail:\n%s", prefix, text)
-	}
-	link := strings.Fields(string(text[i:]))[0]
-	u, err := url.Parse(link)
-	if err != nil || u.Query().Get("token") == "" {
-		t.Fatalf("verification link %q has no token (%v)", link, err)
-	}
-	return link
-}
-
-func e2eExec(t *testing.T, dsn, sql string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
+	return link.String()
 }
 
 // e2eDropTenants removes the database and role of every organization in

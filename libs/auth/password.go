@@ -47,6 +47,39 @@ func NormalizeEmail(field, raw string) (string, error) {
 	return e, nil
 }
 
+// ValidateSignup normalises a new account's email and checks its password,
+// naming every failing field.
+func ValidateSignup(rawEmail, password string) (string, error) {
+	email, emailErr := NormalizeEmail("email", rawEmail)
+	if err := problem.Join(emailErr, ValidatePassword("password", password)); err != nil {
+		return "", err
+	}
+	return email, nil
+}
+
+// ValidateLogin normalises a login's email and requires a password, naming
+// every failing field.
+func ValidateLogin(rawEmail, password string) (string, error) {
+	email, emailErr := NormalizeEmail("email", rawEmail)
+	if err := problem.Join(emailErr, required("password", password)); err != nil {
+		return "", err
+	}
+	return email, nil
+}
+
+// ValidatePasswordChange requires the current password and checks the new
+// one, naming every failing field.
+func ValidatePasswordChange(current, next string) error {
+	return problem.Join(required("current_password", current), ValidatePassword("new_password", next))
+}
+
+func required(field, value string) error {
+	if value == "" {
+		return problem.Invalid(field, "is required")
+	}
+	return nil
+}
+
 // Passwords hashes and checks passwords with bcrypt at a fixed cost.
 type Passwords struct {
 	cost  int

@@ -78,6 +78,16 @@ func CheckPassword(ctx context.Context, db DB, table string, pw *Passwords, th T
 	return id, nil
 }
 
+// Login validates a login's input (see ValidateLogin) and checks it with
+// CheckPassword, returning the user's id.
+func Login(ctx context.Context, db DB, table string, pw *Passwords, th Throttle, rawEmail, password string) (int64, error) {
+	email, err := ValidateLogin(rawEmail, password)
+	if err != nil {
+		return 0, err
+	}
+	return CheckPassword(ctx, db, table, pw, th, email, password)
+}
+
 // Refresh tokens live in a table named refresh_token in the service's
 // database (columns id, family_id, user_id, token_hash, expires_at,
 // created_at, used_at, revoked_at). Each login starts a family; each use
@@ -100,8 +110,12 @@ func insertRefresh(ctx context.Context, db DB, family uuid.UUID, userID int64, t
 
 // RotateRefresh exchanges token for a new one of the same family and
 // returns the user it belongs to. A token used before revokes its family
-// (the revocation is committed) and fails with ErrInvalidRefresh.
+// (the revocation is committed) and fails with ErrInvalidRefresh. An empty
+// token is a 422 naming refresh_token, the field both planes take it in.
 func RotateRefresh(ctx context.Context, db DB, token string, ttl time.Duration) (userID int64, next string, err error) {
+	if err := required("refresh_token", token); err != nil {
+		return 0, "", err
+	}
 	tx, err := db.Begin(ctx)
 	if err != nil {
 		return 0, "", err
@@ -145,8 +159,12 @@ func RotateRefresh(ctx context.Context, db DB, token string, ttl time.Duration) 
 	return userID, next, tx.Commit(ctx)
 }
 
-// RevokeRefresh revokes the family token belongs to (logout). Unknown tokens are ignored.
+// RevokeRefresh revokes the family token belongs to (logout). Unknown tokens
+// are ignored; an empty one is a 422 as in RotateRefresh.
 func RevokeRefresh(ctx context.Context, db DB, token string) error {
+	if err := required("refresh_token", token); err != nil {
+		return err
+	}
 	_, err := db.Exec(ctx, `UPDATE refresh_token SET revoked_at = now()
 		WHERE revoked_at IS NULL AND family_id IN (SELECT family_id FROM refresh_token WHERE token_hash = $1)`,
 		HashToken(token))

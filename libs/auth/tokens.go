@@ -5,8 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // NewOpaqueToken returns a random token for the client and the hash to store.
@@ -32,4 +36,22 @@ func BearerToken(r *http.Request) (string, bool) {
 		return "", false
 	}
 	return token, true
+}
+
+// Tokens answer a login, a refresh or a password change on either plane.
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+}
+
+// Session signs claims, an access token valid for ttl, and pairs it with
+// the session's refresh token.
+func (k *Keys) Session(claims jwt.Claims, ttl time.Duration, refresh string) (Tokens, error) {
+	access, err := k.Sign(claims)
+	if err != nil {
+		return Tokens{}, fmt.Errorf("sign access token: %w", err)
+	}
+	return Tokens{AccessToken: access, TokenType: "bearer", ExpiresIn: int64(ttl / time.Second), RefreshToken: refresh}, nil
 }

@@ -63,6 +63,26 @@ func Ensure(ctx context.Context, dsn, dir string, port int) (dsnToUse string, st
 	return c.DSN("postgres"), c, nil
 }
 
+// LocalDir is the project-local folder for throwaway clusters and other
+// run data: .local in the nearest directory above the working directory
+// that holds go.work, so it is the same from any subdirectory.
+func LocalDir() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
+			return filepath.Join(dir, ".local"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.work not found above the working directory: run from the repository")
+		}
+		dir = parent
+	}
+}
+
 // EnsureDatabase creates database name on the server at serverDSN unless it
 // exists already.
 func EnsureDatabase(ctx context.Context, serverDSN, name string) error {

@@ -208,3 +208,32 @@ func TestStartReportsServerFailureInOneLine(t *testing.T) {
 		t.Fatalf("error is not one line naming the server's reason and log: %q", msg)
 	}
 }
+
+func TestLocalDir(t *testing.T) {
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "go.work"), []byte("go 1.26\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sub := filepath.Join(root, "services", "x")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bare := t.TempDir()
+	cases := []struct {
+		name, wd, want string
+		fails          bool
+	}{
+		{name: "at the root", wd: root, want: filepath.Join(root, ".local")},
+		{name: "below the root", wd: sub, want: filepath.Join(root, ".local")},
+		{name: "outside any repository", wd: bare, fails: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Chdir(tc.wd)
+			got, err := pgcluster.LocalDir()
+			if (err != nil) != tc.fails || got != tc.want {
+				t.Fatalf("LocalDir() = %q, %v; want %q (fails %v)", got, err, tc.want, tc.fails)
+			}
+		})
+	}
+}

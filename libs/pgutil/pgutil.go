@@ -20,6 +20,7 @@ import (
 // SQLSTATE codes the services translate.
 const (
 	UniqueViolation   = "23505"
+	CheckViolation    = "23514"
 	DuplicateDatabase = "42P04"
 	DuplicateObject   = "42710"
 	InvalidCatalog    = "3D000"

@@ -105,3 +105,30 @@ func (t Table) Lookup(err error) (*Problem, bool) {
 	}
 	return nil, false
 }
+
+// Join merges the validation problems among errs into one 422 that names
+// every failing field; the first error that is no validation problem is
+// returned as it is instead.
+func Join(errs ...error) error {
+	var joined *Problem
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		var p *Problem
+		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
+			return err
+		}
+		if joined == nil {
+			cp := *p
+			joined = &cp
+			continue
+		}
+		joined.Errors = append(append([]FieldError(nil), joined.Errors...), p.Errors...)
+		joined.Detail += "; " + p.Detail
+	}
+	if joined == nil {
+		return nil
+	}
+	return joined
+}

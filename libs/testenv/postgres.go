@@ -112,6 +112,50 @@ func NewDatabase(tb testing.TB) string {
 	return withSSLDisabled(dsn)
 }
 
+// Exec runs sql on dsn over a connection of its own, failing the test on
+// an error.
+func Exec(tb testing.TB, dsn, sql string, args ...any) {
+	tb.Helper()
+	withConn(tb, dsn, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
+// QueryRow runs sql on dsn over a connection of its own and scans its one
+// row into dest, failing the test on an error.
+func QueryRow(tb testing.TB, dsn, sql string, args []any, dest ...any) {
+	tb.Helper()
+	withConn(tb, dsn, sql, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, sql, args...).Scan(dest...)
+	})
+}
+
+// withConn runs fn, which runs sql, over a connection of its own.
+func withConn(tb testing.TB, dsn, sql string, fn func(context.Context, *pgx.Conn) error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		tb.Fatalf("testenv: connect: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if err := fn(ctx, conn); err != nil {
+		tb.Fatalf("testenv: %s: %v", sql, err)
+	}
+}
+
+// OnDatabase is dsn naming database name instead, on the same server.
+func OnDatabase(tb testing.TB, dsn, name string) string {
+	tb.Helper()
+	out, err := pgcluster.WithDatabase(dsn, name)
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return out
+}
+
 func execOn(ctx context.Context, dsn, sql string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {

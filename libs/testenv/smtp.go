@@ -2,7 +2,11 @@ package testenv
 
 import (
 	"io"
+	"mime/quotedprintable"
 	"net"
+	"net/mail"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +21,41 @@ type Mail struct {
 	To   []string
 	// Data is the raw message: headers, a blank line, the body.
 	Data string
+}
+
+// Text is the body of the message as a mail client shows it, with a
+// quoted-printable transfer encoding undone.
+func (m Mail) Text(tb testing.TB) string {
+	tb.Helper()
+	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
+	if err != nil {
+		tb.Fatalf("testenv: parse mail: %v\n%s", err, m.Data)
+	}
+	var body io.Reader = msg.Body
+	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
+		body = quotedprintable.NewReader(body)
+	}
+	text, err := io.ReadAll(body)
+	if err != nil {
+		tb.Fatalf("testenv: read mail body: %v", err)
+	}
+	return string(text)
+}
+
+// LinkIn returns the first link in text that starts with prefix, up to the
+// next white space, failing the test when there is none.
+func LinkIn(tb testing.TB, text, prefix string) *url.URL {
+	tb.Helper()
+	i := strings.Index(text, prefix)
+	if i < 0 {
+		tb.Fatalf("testenv: no link starting %s in:\n%s", prefix, text)
+	}
+	link := strings.Fields(text[i:])[0]
+	u, err := url.Parse(link)
+	if err != nil {
+		tb.Fatalf("testenv: parse link %q: %v", link, err)
+	}
+	return u
 }
 
 // SMTPServer accepts every message for any sender and recipient and keeps it.

@@ -46,11 +46,10 @@ func run() error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
-	root, err := repoRoot()
+	local, err := pgcluster.LocalDir()
 	if err != nil {
 		return err
 	}
-	local := filepath.Join(root, ".local")
 	cpCfg, err := cpapp.LoadConfig()
 	if err != nil {
 		return fmt.Errorf("control plane config: %w", err)
@@ -278,23 +277,4 @@ func newLogger(level string) *slog.Logger {
 	}
 	// Text, not JSON: this runner is read by people at a terminal.
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
-}
-
-// repoRoot is the nearest directory above the working directory holding
-// go.work, so .local lands in the same place from any subdirectory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.work not found above the working directory: run from the repository")
-		}
-		dir = parent
-	}
 }

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -45,34 +44,15 @@ func run() (string, error) {
 		tried = append(tried, pgcluster.Redact(dsn))
 	}
 
-	root, err := repoRoot()
+	local, err := pgcluster.LocalDir()
 	if err != nil {
 		return "", err
 	}
-	dir := filepath.Join(root, ".local", "pg-test")
+	dir := filepath.Join(local, "pg-test")
 	dsn, _, err := pgcluster.Ensure(ctx, "", dir, clusterPort)
 	if err != nil {
 		return "", fmt.Errorf("no PostgreSQL reachable (tried %s) and none could be started in %s: %w",
 			strings.Join(tried, ", "), dir, err)
 	}
 	return dsn, nil
-}
-
-// repoRoot is the nearest directory above the working directory that holds
-// go.work, so the cluster lands in the same place from any subdirectory.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("go.work not found above the working directory: run from the repository")
-		}
-		dir = parent
-	}
 }

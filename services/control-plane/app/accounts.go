@@ -11,7 +11,7 @@ import (
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/page"
 	"tenantbase/services/control-plane/internal/accounts"
 	"tenantbase/services/control-plane/internal/mailer"
 )
@@ -175,26 +175,15 @@ func (h accountsAPI) handleMe(c echo.Context) error {
 }
 
 func (h accountsAPI) handleListUsers(c echo.Context) error {
-	q := accounts.UserQuery{EmailContains: c.QueryParam("email")}
-	if v := c.QueryParam("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", accounts.MaxPageSize))
-		}
-		q.Limit = n
-	}
-	if v := c.QueryParam("cursor"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			return problem.Invalid("cursor", "is not a cursor this API returned")
-		}
-		q.After = n
-	}
-	page, err := h.svc.ListUsers(c.Request().Context(), q)
+	r, err := page.FromQuery(c.QueryParams())
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, page)
+	p, err := h.svc.ListUsers(c.Request().Context(), accounts.UserQuery{EmailContains: c.QueryParam("email"), Request: r})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
 }
 
 func (h accountsAPI) handleUpdateUser(c echo.Context) error {

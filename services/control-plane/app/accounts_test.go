@@ -54,7 +54,7 @@ func TestRegister(t *testing.T) {
 			res := h.do(t, http.MethodPost, "/auth/register", tc.body)
 			res.expect(t, tc.status, tc.code)
 			if tc.field != "" {
-				p := res.problem(t)
+				p := res.Problem(t)
 				if len(p.Errors) == 0 || p.Errors[0].Field != tc.field {
 					t.Fatalf("422 names %+v, want field %q", p.Errors, tc.field)
 				}
@@ -63,7 +63,7 @@ func TestRegister(t *testing.T) {
 				return
 			}
 			var u userBody
-			res.decode(t, &u)
+			res.Decode(t, &u)
 			if u.ID < 1 || u.Email != tc.email || u.IsVerified || u.IsAdmin || u.IsOwner != tc.owner || u.CreatedAt.IsZero() {
 				t.Fatalf("created user %+v, want email %q owner %v, unverified", u, tc.email, tc.owner)
 			}
@@ -77,7 +77,7 @@ func TestRegister(t *testing.T) {
 		res := h.do(t, http.MethodPost, "/auth/register", map[string]any{"email": "x", "password": "short"})
 		res.expect(t, 422, "validation_failed")
 		var fields []string
-		for _, e := range res.problem(t).Errors {
+		for _, e := range res.Problem(t).Errors {
 			fields = append(fields, e.Field)
 		}
 		if strings.Join(fields, ",") != "email,password" {
@@ -118,7 +118,7 @@ func TestRegisterOwnerPolicyAdmin(t *testing.T) {
 	res := h.do(t, http.MethodPatch, "/admin/users/"+strconv.FormatInt(u.ID, 10), map[string]any{"is_owner": true}, withToken(admin.AccessToken))
 	res.expect(t, http.StatusOK, "")
 	var granted userBody
-	res.decode(t, &granted)
+	res.Decode(t, &granted)
 	if !granted.IsOwner {
 		t.Fatalf("admin grant did not make an owner: %+v", granted)
 	}
@@ -177,7 +177,7 @@ func TestVerify(t *testing.T) {
 			res.expect(t, tc.status, tc.code)
 			if tc.status == http.StatusOK {
 				var u userBody
-				res.decode(t, &u)
+				res.Decode(t, &u)
 				if u.Email != tc.email || !u.IsVerified {
 					t.Fatalf("verified user %+v, want %s verified", u, tc.email)
 				}
@@ -304,7 +304,7 @@ func TestLogin(t *testing.T) {
 				return
 			}
 			var tok tokensBody
-			res.decode(t, &tok)
+			res.Decode(t, &tok)
 			if tok.TokenType != "bearer" || tok.ExpiresIn != 900 || tok.RefreshToken == "" {
 				t.Fatalf("tokens %+v", tok)
 			}
@@ -386,7 +386,7 @@ func TestRefresh(t *testing.T) {
 	res := refresh(first.RefreshToken)
 	res.expect(t, 200, "")
 	var second tokensBody
-	res.decode(t, &second)
+	res.Decode(t, &second)
 	if second.RefreshToken == first.RefreshToken || second.AccessToken == first.AccessToken || second.TokenType != "bearer" {
 		t.Fatalf("refresh did not rotate: %+v", second)
 	}
@@ -395,7 +395,7 @@ func TestRefresh(t *testing.T) {
 	res = refresh(second.RefreshToken)
 	res.expect(t, 200, "")
 	var third tokensBody
-	res.decode(t, &third)
+	res.Decode(t, &third)
 
 	// first was rotated already: presenting it again means it leaked, so
 	// the whole family goes, the newest token included.
@@ -437,7 +437,7 @@ func TestRefresh(t *testing.T) {
 		res := refresh(s.RefreshToken)
 		res.expect(t, 200, "")
 		var tok tokensBody
-		res.decode(t, &tok)
+		res.Decode(t, &tok)
 		if claims := unverifiedClaims(t, tok.AccessToken); claims["is_owner"] != true {
 			t.Fatalf("refreshed token claims %v, want is_owner", claims)
 		}
@@ -480,12 +480,12 @@ func TestAccountsMe(t *testing.T) {
 	res := h.do(t, http.MethodGet, "/auth/me", nil, withToken(tok.AccessToken))
 	res.expect(t, 200, "")
 	var me userBody
-	res.decode(t, &me)
+	res.Decode(t, &me)
 	if me.ID != u.ID || me.Email != "me@example.com" || !me.IsVerified || !me.IsOwner || me.IsAdmin || !me.CreatedAt.Equal(u.CreatedAt) {
 		t.Fatalf("me %+v, registered %+v", me, u)
 	}
 	var raw map[string]any
-	res.decode(t, &raw)
+	res.Decode(t, &raw)
 	for _, k := range []string{"id", "email", "is_verified", "is_owner", "is_admin", "created_at"} {
 		if _, ok := raw[k]; !ok {
 			t.Fatalf("me lacks %q: %s", k, res.Body)
@@ -594,7 +594,7 @@ func TestAccountsHostileInput(t *testing.T) {
 			res.expect(t, tc.status, tc.code)
 		})
 	}
-	for _, line := range h.logLines(t) {
+	for _, line := range h.LogLines(t) {
 		if line["level"] == "ERROR" {
 			t.Errorf("error logged: %v", line)
 		}
@@ -623,7 +623,7 @@ func TestAccountsRequestLogs(t *testing.T) {
 
 	var requests int
 	clientID := false
-	for _, line := range h.logLines(t) {
+	for _, line := range h.LogLines(t) {
 		if line["msg"] != "request" {
 			continue
 		}
@@ -638,7 +638,7 @@ func TestAccountsRequestLogs(t *testing.T) {
 		t.Fatalf("%d request log lines, client's request id logged: %v", requests, clientID)
 	}
 
-	logs := h.logs.String()
+	logs := h.Logs()
 	for _, s := range []string{smtpPassword, adminPassword, password} {
 		if strings.Contains(logs, s) {
 			t.Fatalf("the log holds the secret %q", s)
@@ -658,7 +658,7 @@ func TestAccountsMailFallbacks(t *testing.T) {
 		h.register(t, "local@example.com", password, false)
 		var token string
 		testenv.Eventually(t, 10*time.Second, func() bool {
-			for _, line := range h.logLines(t) {
+			for _, line := range h.LogLines(t) {
 				body, _ := line["body"].(string)
 				if line["to"] == "local@example.com" && body != "" {
 					token = tokenInLink(t, body)
@@ -677,7 +677,7 @@ func TestAccountsMailFallbacks(t *testing.T) {
 		h := startControlPlane(t, harnessOptions{Config: func(c *app.Config) { c.SMTPAddr = down }})
 		h.register(t, "unlucky@example.com", password, false)
 		testenv.Eventually(t, 30*time.Second, func() bool {
-			return strings.Contains(h.logs.String(), "verification mail not sent")
+			return strings.Contains(h.Logs(), "verification mail not sent")
 		}, "mail failure logged")
 		h.do(t, http.MethodPost, "/auth/verify/resend", map[string]string{"email": "unlucky@example.com"}).expect(t, 202, "")
 	})

@@ -24,7 +24,7 @@ func TestAdminBootstrap(t *testing.T) {
 	res := h.do(t, http.MethodGet, "/auth/me", nil, withToken(tok.AccessToken))
 	res.expect(t, http.StatusOK, "")
 	var me userBody
-	res.decode(t, &me)
+	res.Decode(t, &me)
 	if me.Email != adminEmail || !me.IsAdmin || !me.IsOwner || !me.IsVerified {
 		t.Fatalf("bootstrap admin %+v, want a verified admin and owner", me)
 	}
@@ -97,7 +97,7 @@ func TestAdminUsers(t *testing.T) {
 			Items      []userBody `json:"items"`
 			NextCursor *string    `json:"next_cursor"`
 		}
-		res.decode(t, &page)
+		res.Decode(t, &page)
 		return res, page.Items, page.NextCursor
 	}
 
@@ -186,7 +186,7 @@ func TestAdminUsers(t *testing.T) {
 		t.Run("invalid "+tc.query, func(t *testing.T) {
 			res, _, _ := list(t, tc.query)
 			res.expect(t, http.StatusUnprocessableEntity, "validation_failed")
-			if p := res.problem(t); len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
+			if p := res.Problem(t); len(p.Errors) != 1 || p.Errors[0].Field != tc.field {
 				t.Fatalf("422 names %+v, want %s", p.Errors, tc.field)
 			}
 		})
@@ -243,7 +243,7 @@ func TestAdminUpdateUser(t *testing.T) {
 	{
 		res := h.do(t, http.MethodGet, "/auth/me", nil, withToken(root.AccessToken))
 		var me userBody
-		res.decode(t, &me)
+		res.Decode(t, &me)
 		rootID = me.ID
 	}
 	patch := func(t *testing.T, token string, id int64, body any) *apiResponse {
@@ -258,7 +258,7 @@ func TestAdminUpdateUser(t *testing.T) {
 		res := patch(t, root.AccessToken, u.ID, map[string]bool{"is_verified": true, "is_owner": true})
 		res.expect(t, http.StatusOK, "")
 		var got userBody
-		res.decode(t, &got)
+		res.Decode(t, &got)
 		if got.ID != u.ID || !got.IsVerified || !got.IsOwner || got.IsAdmin {
 			t.Fatalf("patched user %+v", got)
 		}
@@ -270,7 +270,7 @@ func TestAdminUpdateUser(t *testing.T) {
 		// Fields left out keep their values.
 		res = patch(t, root.AccessToken, u.ID, map[string]bool{"is_owner": false})
 		res.expect(t, http.StatusOK, "")
-		res.decode(t, &got)
+		res.Decode(t, &got)
 		if !got.IsVerified || got.IsOwner {
 			t.Fatalf("patched user %+v", got)
 		}

@@ -51,7 +51,7 @@ func TestEventsWaitForNATS(t *testing.T) {
 			}
 			cp.Do(t, http.MethodGet, "/organizations", owner.AccessToken, nil).Expect(t, http.StatusOK)
 			var pending int
-			queryOne(t, cp.DatabaseURL, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`, nil, &pending)
+			testenv.QueryRow(t, cp.DatabaseURL, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`, nil, &pending)
 			if pending != orgs {
 				t.Fatalf("%d events wait in the outbox, want %d", pending, orgs)
 			}
@@ -87,7 +87,7 @@ func TestEventsWaitForNATS(t *testing.T) {
 				}
 			}
 			testenv.Eventually(t, 10*time.Second, func() bool {
-				queryOne(t, cp.DatabaseURL, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`, nil, &pending)
+				testenv.QueryRow(t, cp.DatabaseURL, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`, nil, &pending)
 				return pending == 0
 			}, "outbox drained")
 		})

@@ -1,35 +1,27 @@
 package app_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
-	"log/slog"
-	"mime/quotedprintable"
 	"net/http"
-	"net/mail"
-	"net/url"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"tenantbase/libs/config"
 	"tenantbase/libs/openapitest"
-	"tenantbase/libs/problem"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
+	"tenantbase/services/control-plane/cptest"
 )
 
 // The bootstrap admin every harness starts with (see harnessOptions.Config
 // to change or remove it).
 const (
-	adminEmail    = "admin@tenantbase.test"
-	adminPassword = "admin-password-1"
+	adminEmail    = cptest.AdminEmail
+	adminPassword = cptest.AdminPassword
 )
 
 // harnessOptions adjust one test's control plane.
@@ -43,162 +35,73 @@ type harnessOptions struct {
 	NoSMTP bool
 }
 
-// harness is one control plane started through app.Run on 127.0.0.1:0
-// with its own database, embedded NATS and SMTP server. Every response
-// fetched through do is checked against the OpenAPI document.
+// harness is one control plane from cptest on a fresh database that the
+// control plane migrates itself. Every response fetched through do is
+// checked against the OpenAPI document.
 type harness struct {
-	Config app.Config
-	// PublicURL and InternalURL are the base URLs of the two listeners.
-	PublicURL   string
-	InternalURL string
-	DatabaseURL string
-	NATS        *testenv.NATSServer
-	// SMTP is nil with harnessOptions.NoSMTP.
-	SMTP *testenv.SMTPServer
+	*cptest.ControlPlane
 
-	logs   *logBuffer
 	spec   *openapitest.Validator
 	client *http.Client
 
 	poolOnce sync.Once
 	pool     *pgxpool.Pool
-
-	// stop shuts the control plane down gracefully and checks that Run
-	// returned nil; it runs at the end of the test, or earlier when called.
-	stop     func()
-	stopOnce sync.Once
 }
 
 // startControlPlane runs the control plane until the test ends; the test
 // fails if it does not stop cleanly.
 func startControlPlane(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	h := &harness{
-		logs:   &logBuffer{},
-		spec:   openapitest.New(t, app.OpenAPI),
-		client: &http.Client{Timeout: 30 * time.Second},
+	dsn := opts.DatabaseURL
+	if dsn == "" {
+		dsn = testenv.NewDatabase(t)
 	}
-	h.DatabaseURL = opts.DatabaseURL
-	if h.DatabaseURL == "" {
-		h.DatabaseURL = testenv.NewDatabase(t)
-	}
-	h.NATS = testenv.NATS(t)
-
-	cfg, err := app.LoadConfig()
-	if err != nil {
-		t.Fatalf("load config: %v", err)
-	}
-	// What the tests assert on is pinned here, so that variables set in the
-	// environment of a test run cannot change it.
-	cfg.Env = "test"
-	cfg.OwnerSignupPolicy = "open"
-	cfg.AccessTokenTTL = 15 * time.Minute
-	cfg.RefreshTokenTTL = 720 * time.Hour
-	cfg.LoginMaxFailures = 5
-	cfg.LoginLockout = 15 * time.Minute
-	cfg.JWTIssuer = "tenantbase-control-plane"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.InternalAddr = "127.0.0.1:0"
-	cfg.PublicURL = "http://tenantbase.test"
-	cfg.DatabaseURL = config.Secret(h.DatabaseURL)
-	cfg.NATSURL = h.NATS.URL()
-	cfg.KeysDir = t.TempDir()
-	cfg.JWTSigningKey = ""
-	cfg.BcryptCost = 4
-	cfg.LogLevel = "debug"
-	cfg.BootstrapAdminEmail = adminEmail
-	cfg.BootstrapAdminPassword = config.Secret(adminPassword)
-	cfg.ShutdownTimeout = 10 * time.Second
-	cfg.SMTPAddr, cfg.SMTPUsername, cfg.SMTPPassword = "", "", ""
-	if !opts.NoSMTP {
-		h.SMTP = testenv.SMTP(t)
-		cfg.SMTPAddr = h.SMTP.Addr()
-	}
-	if opts.Config != nil {
-		opts.Config(&cfg)
-	}
-	h.Config = cfg
-
-	log := slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan app.Addrs, 1)
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx, cfg, log, func(a app.Addrs) { ready <- a }) }()
-	select {
-	case a := <-ready:
-		h.PublicURL = "http://" + a.Public
-		h.InternalURL = "http://" + a.Internal
-	case err := <-done:
-		cancel()
-		t.Fatalf("control plane did not start: %v\nlogs:\n%s", err, h.logs)
-	case <-time.After(2 * time.Minute):
-		cancel()
-		t.Fatalf("control plane not ready after 2 minutes\nlogs:\n%s", h.logs)
-	}
-	h.stop = func() {
-		h.stopOnce.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					t.Errorf("control plane stopped with an error: %v", err)
-				}
-			case <-time.After(time.Minute):
-				t.Errorf("control plane did not stop within a minute")
-			}
-			if h.pool != nil {
-				h.pool.Close()
-			}
-			if t.Failed() {
-				t.Logf("control plane logs:\n%s", h.logs)
-			}
-		})
-	}
-	t.Cleanup(h.stop)
+	cp := cptest.Start(t, cptest.Options{DatabaseURL: dsn, Configure: func(cfg *app.Config) {
+		// What the tests assert on is pinned here, so that variables set in
+		// the environment of a test run cannot change it.
+		cfg.OwnerSignupPolicy = "open"
+		cfg.AccessTokenTTL = 15 * time.Minute
+		cfg.RefreshTokenTTL = 720 * time.Hour
+		cfg.LoginMaxFailures = 5
+		cfg.LoginLockout = 15 * time.Minute
+		cfg.JWTIssuer = "tenantbase-control-plane"
+		cfg.SMTPUsername, cfg.SMTPPassword = "", ""
+		if opts.NoSMTP {
+			cfg.SMTPAddr = ""
+		}
+		if opts.Config != nil {
+			opts.Config(cfg)
+		}
+	}})
+	h := &harness{ControlPlane: cp, spec: openapitest.New(t, app.OpenAPI), client: &http.Client{Timeout: 30 * time.Second}}
+	t.Cleanup(func() {
+		if h.pool != nil {
+			h.pool.Close()
+		}
+	})
 	return h
 }
 
+// stop shuts the control plane down before the test ends.
+func (h *harness) stop(t testing.TB) {
+	t.Helper()
+	if err := h.Stop(); err != nil {
+		t.Error(err)
+	}
+}
+
 // apiResponse is a response read to the end.
-type apiResponse struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// decode unmarshals the body into v, failing the test when it cannot.
-func (r *apiResponse) decode(t testing.TB, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		t.Fatalf("decode %d response %q: %v", r.Status, r.Body, err)
-	}
-}
-
-// problem decodes a problem+json body, failing the test for any other.
-func (r *apiResponse) problem(t testing.TB) problem.Problem {
-	t.Helper()
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, problem.ContentType) {
-		t.Fatalf("status %d with Content-Type %q, want %s; body %s", r.Status, ct, problem.ContentType, r.Body)
-	}
-	var p problem.Problem
-	r.decode(t, &p)
-	if p.Status != r.Status || p.Code == "" || p.Title == "" || p.Type == "" {
-		t.Fatalf("malformed problem for status %d: %s", r.Status, r.Body)
-	}
-	return p
-}
+type apiResponse struct{ *testenv.Response }
 
 // expect fails the test unless the status is want and, for problems, the
 // code is code (pass "" for a success).
 func (r *apiResponse) expect(t testing.TB, want int, code string) {
 	t.Helper()
-	if r.Status != want {
-		t.Fatalf("status %d, want %d; body %s", r.Status, want, r.Body)
+	if code == "" {
+		r.Expect(t, want)
+		return
 	}
-	if code != "" {
-		if got := r.problem(t).Code; got != code {
-			t.Fatalf("problem code %q, want %q; body %s", got, code, r.Body)
-		}
-	}
+	r.ExpectProblem(t, want, code)
 }
 
 // request describes one call; see the with* options.
@@ -253,47 +156,24 @@ func (h *harness) send(t testing.TB, base, method, path string, body any, opts .
 	for _, o := range opts {
 		o(&r)
 	}
-	var payload []byte
-	switch {
-	case r.hasRaw:
-		payload = r.rawBody
-	case body != nil:
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatalf("encode request body: %v", err)
-		}
-		payload = b
+	if r.hasRaw {
+		body = r.rawBody
 	}
-	req, err := http.NewRequest(method, base+path, bytes.NewReader(payload))
-	if err != nil {
-		t.Fatalf("build request: %v", err)
-	}
-	if payload == nil {
-		req.Body = http.NoBody
-	} else {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	req := testenv.JSONRequest(t, method, base+path, body)
 	if r.chunked {
+		raw, _ := io.ReadAll(req.Body)
 		req.ContentLength = -1
-		req.Body = io.NopCloser(bytes.NewReader(payload))
+		req.Body = io.NopCloser(bytes.NewReader(raw))
 		req.GetBody = nil
 	}
 	for k, v := range r.header {
 		req.Header[k] = v
 	}
-	res, err := h.client.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
+	var check func(testing.TB, *http.Request, *http.Response)
 	if base == h.PublicURL && !r.undocument {
-		h.spec.Check(t, req, res)
+		check = h.spec.Check
 	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
-	}
-	return &apiResponse{Status: res.StatusCode, Header: res.Header, Body: b}
+	return &apiResponse{testenv.Send(t, h.client, req, check)}
 }
 
 // db is a pool on the control plane's database for arranging test state
@@ -334,7 +214,7 @@ func (h *harness) register(t testing.TB, email, password string, owner bool) use
 	res := h.do(t, http.MethodPost, "/auth/register", map[string]any{"email": email, "password": password, "is_owner": owner})
 	res.expect(t, http.StatusCreated, "")
 	var u userBody
-	res.decode(t, &u)
+	res.Decode(t, &u)
 	return u
 }
 
@@ -344,7 +224,7 @@ func (h *harness) login(t testing.TB, email, password string) tokensBody {
 	res := h.do(t, http.MethodPost, "/auth/login", map[string]string{"email": email, "password": password})
 	res.expect(t, http.StatusOK, "")
 	var tok tokensBody
-	res.decode(t, &tok)
+	res.Decode(t, &tok)
 	return tok
 }
 
@@ -366,7 +246,7 @@ func (h *harness) loginAdmin(t testing.TB) tokensBody {
 // the first) and returns the token of its link.
 func (h *harness) verificationToken(t testing.TB, email string, nth int) string {
 	t.Helper()
-	if h.SMTP == nil {
+	if h.Config.SMTPAddr == "" {
 		t.Fatalf("verificationToken needs the SMTP server (harnessOptions.NoSMTP is set)")
 	}
 	var tokens []string
@@ -374,7 +254,7 @@ func (h *harness) verificationToken(t testing.TB, email string, nth int) string 
 		tokens = tokens[:0]
 		for _, m := range h.SMTP.Messages() {
 			if len(m.To) == 1 && m.To[0] == email {
-				tokens = append(tokens, verificationTokenIn(t, m))
+				tokens = append(tokens, tokenInLink(t, m.Text(t)))
 			}
 		}
 		return len(tokens) >= nth
@@ -393,75 +273,13 @@ func (h *harness) mailsTo(email string) int {
 	return n
 }
 
-// verificationTokenIn parses a mail as a client would and returns the
-// token of the verification link in its body.
-func verificationTokenIn(t testing.TB, m testenv.Mail) string {
-	t.Helper()
-	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
-	if err != nil {
-		t.Fatalf("parse mail: %v\n%s", err, m.Data)
-	}
-	var body io.Reader = msg.Body
-	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-		body = quotedprintable.NewReader(body)
-	}
-	text, err := io.ReadAll(body)
-	if err != nil {
-		t.Fatalf("read mail body: %v", err)
-	}
-	return tokenInLink(t, string(text))
-}
-
 // tokenInLink finds the verification link in text and returns its token.
 func tokenInLink(t testing.TB, text string) string {
 	t.Helper()
-	const prefix = "http://tenantbase.test/auth/verify?"
-	i := strings.Index(text, prefix)
-	if i < 0 {
-		t.Fatalf("no verification link in %q", text)
-	}
-	link := strings.Fields(text[i:])[0]
-	u, err := url.Parse(link)
-	if err != nil {
-		t.Fatalf("parse link %q: %v", link, err)
-	}
-	token := u.Query().Get("token")
+	link := testenv.LinkIn(t, text, "http://tenantbase.test/auth/verify?")
+	token := link.Query().Get("token")
 	if token == "" {
 		t.Fatalf("link %q has no token", link)
 	}
 	return token
-}
-
-// logBuffer collects the service's JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// logLines returns every log line written so far, decoded.
-func (h *harness) logLines(t testing.TB) []map[string]any {
-	t.Helper()
-	var lines []map[string]any
-	sc := bufio.NewScanner(strings.NewReader(h.logs.String()))
-	sc.Buffer(make([]byte, 0, 1<<20), 1<<24)
-	for sc.Scan() {
-		var line map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
-			t.Fatalf("log line is not JSON: %q", sc.Text())
-		}
-		lines = append(lines, line)
-	}
-	return lines
 }

@@ -29,7 +29,7 @@ func TestHealth(t *testing.T) {
 			Timestamp time.Time `json:"timestamp"`
 			Version   string    `json:"version"`
 		}
-		res.decode(t, &body)
+		res.Decode(t, &body)
 		if body.Status != "ok" || body.Version != "1.2.3-test" || time.Since(body.Timestamp).Abs() > time.Minute {
 			t.Fatalf("health %s", res.Body)
 		}

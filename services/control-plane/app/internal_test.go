@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"tenantbase/libs/problem"
+	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
 )
@@ -40,7 +41,7 @@ func TestInternalTenantAPI(t *testing.T) {
 	suspended := cp.CreateReadyOrganization(t, owner, "Suspended")
 	cp.Do(t, http.MethodPost, "/admin/organizations/"+strconv.FormatInt(suspended.ID, 10)+"/suspend", admin, nil).Expect(t, http.StatusOK)
 	var provisioningID int64
-	queryOne(t, cp.DatabaseURL, `SELECT last_value + 1 FROM organization_id_seq`, nil, &provisioningID)
+	testenv.QueryRow(t, cp.DatabaseURL, `SELECT last_value + 1 FROM organization_id_seq`, nil, &provisioningID)
 	held.Store(provisioningID)
 	provisioning := cp.CreateOrganization(t, owner.AccessToken, "Provisioning")
 	if provisioning.ID != provisioningID {
@@ -130,7 +131,7 @@ func TestInternalTenantAPI(t *testing.T) {
 					t.Fatalf("database %+v", db)
 				}
 				var n int
-				queryOne(t, db.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
+				testenv.QueryRow(t, db.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
 				if res.Header.Get("Cache-Control") != "no-store" {
 					t.Fatalf("Cache-Control %q, want no-store", res.Header.Get("Cache-Control"))
 				}
@@ -156,9 +157,9 @@ func TestInternalTenantAPI(t *testing.T) {
 		public := cp.Do(t, http.MethodGet, "/organizations/"+strconv.FormatInt(ready.ID, 10), owner.AccessToken, nil)
 		list := cp.Do(t, http.MethodGet, "/organizations", admin, nil)
 		var outbox string
-		queryOne(t, cp.DatabaseURL, `SELECT coalesce(string_agg(payload::text, ''), '') FROM event_outbox`, nil, &outbox)
+		testenv.QueryRow(t, cp.DatabaseURL, `SELECT coalesce(string_agg(payload::text, ''), '') FROM event_outbox`, nil, &outbox)
 		var sealed []byte
-		queryOne(t, cp.DatabaseURL, `SELECT db_password_enc FROM organization WHERE id = $1`, []any{ready.ID}, &sealed)
+		testenv.QueryRow(t, cp.DatabaseURL, `SELECT db_password_enc FROM organization WHERE id = $1`, []any{ready.ID}, &sealed)
 		for name, text := range map[string]string{
 			"public organization": string(public.Body),
 			"public list":         string(list.Body),

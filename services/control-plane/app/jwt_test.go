@@ -115,7 +115,7 @@ func TestJWT(t *testing.T) {
 		res := h.do(t, http.MethodGet, "/.well-known/jwks.json", nil)
 		res.expect(t, http.StatusOK, "")
 		var set auth.JWKS
-		res.decode(t, &set)
+		res.Decode(t, &set)
 		if len(set.Keys) != 1 || set.Keys[0].Kid != kid || set.Keys[0].X != base64.RawURLEncoding.EncodeToString(pub) {
 			t.Fatalf("JWKS %+v, want the one key %s", set, kid)
 		}
@@ -164,7 +164,7 @@ func TestJWTLocalKeyKeptAcrossRestarts(t *testing.T) {
 	first := startControlPlane(t, withDir)
 	tok := first.loginAdmin(t)
 	kid := jwksKid(t, first)
-	first.stop()
+	first.stop(t)
 
 	info, err := os.Stat(filepath.Join(keysDir, "control-plane-jwt.key"))
 	if err != nil {
@@ -193,7 +193,7 @@ func jwksKid(t *testing.T, h *harness) string {
 	res := h.do(t, http.MethodGet, "/.well-known/jwks.json", nil)
 	res.expect(t, http.StatusOK, "")
 	var set auth.JWKS
-	res.decode(t, &set)
+	res.Decode(t, &set)
 	if len(set.Keys) != 1 {
 		t.Fatalf("JWKS holds %d keys, want 1", len(set.Keys))
 	}

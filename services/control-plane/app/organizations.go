@@ -18,6 +18,7 @@ import (
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
+	"tenantbase/libs/page"
 	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
 	"tenantbase/services/control-plane/internal/natsbus"
@@ -295,58 +296,32 @@ func (o orgAPI) otherOwner(ctx context.Context, id int64) (int64, error) {
 	return u.ID, nil
 }
 
-// Page sizes of GET /organizations, as for every list of the API.
-const (
-	defaultPageSize = 50
-	maxPageSize     = 200
-)
-
 func (o orgAPI) handleList(c echo.Context) error {
 	me, err := o.caller(c)
 	if err != nil {
 		return err
 	}
 	q := c.QueryParams()
-	f := organizations.Filter{Limit: defaultPageSize, Status: q.Get("status")}
+	f := organizations.Filter{Status: q.Get("status")}
 	if f.Status != "" && !slices.Contains(organizations.Statuses, f.Status) {
 		return problem.Invalid("status", "must be one of provisioning, ready, failed, suspended, deleting, deleted")
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > maxPageSize {
-			return problem.Invalid("limit", fmt.Sprintf("must be an integer from 1 to %d", maxPageSize))
-		}
-		f.Limit = n
+	r, err := page.FromQuery(q)
+	if err != nil {
+		return err
 	}
-	if s := q.Get("cursor"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n < 1 {
-			return problem.Invalid("cursor", "must be a next_cursor from an earlier page")
-		}
-		f.Before = n
+	if r, err = r.Normalize(); err != nil {
+		return err
 	}
+	f.Before, f.Limit = r.Cursor, r.Limit+1
 	if !me.IsAdmin {
 		f.OwnerID = me.ID
 	}
-	pageSize := f.Limit
-	f.Limit++
 	orgs, err := o.store.List(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
-	page := struct {
-		Items      []orgBody `json:"items"`
-		NextCursor *string   `json:"next_cursor"`
-	}{Items: []orgBody{}}
-	for i, org := range orgs {
-		if i == pageSize {
-			next := strconv.FormatInt(orgs[i-1].ID, 10)
-			page.NextCursor = &next
-			break
-		}
-		page.Items = append(page.Items, orgView(org))
-	}
-	return c.JSON(http.StatusOK, page)
+	return c.JSON(http.StatusOK, page.Map(page.Of(orgs, r.Limit, func(org organizations.Organization) int64 { return org.ID }), orgView))
 }
 
 // visible loads the organization of the :id path parameter if the caller

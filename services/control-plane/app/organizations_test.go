@@ -40,18 +40,15 @@ func expectProblem(t *testing.T, res *cptest.Response, status int, code string) 
 	}
 }
 
-// queryOne runs a one-row query on dsn.
-func queryOne(t *testing.T, dsn, sql string, args []any, dest ...any) {
+// assertTenantDropped fails unless the database and the role of tenant
+// name are gone from server.
+func assertTenantDropped(t *testing.T, server, name string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(context.Background())
-	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
+	var dbs, roles int
+	testenv.QueryRow(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
+		(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
+	if dbs != 0 || roles != 0 {
+		t.Fatalf("%d databases and %d roles named %s remain", dbs, roles, name)
 	}
 }
 
@@ -69,17 +66,6 @@ func connectError(t *testing.T, dsn string) string {
 	}
 	conn.Close(context.Background())
 	return ""
-}
-
-// withDatabase is dsn (a URL) naming another database.
-func withDatabase(t *testing.T, dsn, name string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
 }
 
 // databaseName is the database a DSN (a URL) names.
@@ -128,7 +114,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 	t.Run("database owned by the tenant role and closed to PUBLIC", func(t *testing.T) {
 		var owner string
 		var publicConnect, publicTemp bool
-		queryOne(t, server, `SELECT pg_get_userbyid(datdba), has_database_privilege('public', datname, 'CONNECT'),
+		testenv.QueryRow(t, server, `SELECT pg_get_userbyid(datdba), has_database_privilege('public', datname, 'CONNECT'),
 			has_database_privilege('public', datname, 'TEMP') FROM pg_database WHERE datname = $1`,
 			[]any{name}, &owner, &publicConnect, &publicTemp)
 		if owner != name || publicConnect || publicTemp {
@@ -138,10 +124,10 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 
 	t.Run("the tenant role reads its owner row", func(t *testing.T) {
 		var email, role, hash, tableOwner string
-		queryOne(t, tenant.Database.DSN(), `SELECT u.email, u.role, u.password_hash, t.tableowner
+		testenv.QueryRow(t, tenant.Database.DSN(), `SELECT u.email, u.role, u.password_hash, t.tableowner
 			FROM tenantuser u, pg_tables t WHERE t.tablename = 'tenantuser'`, nil, &email, &role, &hash, &tableOwner)
 		var coreHash string
-		queryOne(t, cp.DatabaseURL, `SELECT password_hash FROM coreuser WHERE id = $1`, []any{owner.ID}, &coreHash)
+		testenv.QueryRow(t, cp.DatabaseURL, `SELECT password_hash FROM coreuser WHERE id = $1`, []any{owner.ID}, &coreHash)
 		if email != owner.Email || role != "admin" || hash != coreHash || tableOwner != name {
 			t.Fatalf("tenant row %s/%s (table owner %s), hash equal %v; want the owner as admin with the core hash",
 				email, role, tableOwner, hash == coreHash)
@@ -157,7 +143,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				if code := connectError(t, withDatabase(t, tenant.Database.DSN(), tc.database)); code != "42501" {
+				if code := connectError(t, testenv.OnDatabase(t, tenant.Database.DSN(), tc.database)); code != "42501" {
 					t.Fatalf("connecting to %s as %s: SQLSTATE %q, want 42501 (no CONNECT privilege)", tc.database, name, code)
 				}
 			})
@@ -246,7 +232,7 @@ func TestOrganizationAccessRules(t *testing.T) {
 
 	t.Run("nothing was created by refused requests", func(t *testing.T) {
 		var n int
-		queryOne(t, cp.DatabaseURL, `SELECT count(*) FROM organization`, nil, &n)
+		testenv.QueryRow(t, cp.DatabaseURL, `SELECT count(*) FROM organization`, nil, &n)
 		if n != 1 {
 			t.Fatalf("%d organizations, want only Alice's", n)
 		}
@@ -342,14 +328,9 @@ func TestOrganizationDelete(t *testing.T) {
 			}
 			cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
 
-			var dbs, roles int
-			queryOne(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
-				(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
-			if dbs != 0 || roles != 0 {
-				t.Fatalf("%d databases and %d roles named %s remain", dbs, roles, name)
-			}
+			assertTenantDropped(t, server, name)
 			var sealed []byte
-			queryOne(t, cp.DatabaseURL, `SELECT db_password_enc FROM organization WHERE id = $1`, []any{org.ID}, &sealed)
+			testenv.QueryRow(t, cp.DatabaseURL, `SELECT db_password_enc FROM organization WHERE id = $1`, []any{org.ID}, &sealed)
 			if sealed != nil {
 				t.Fatal("the deleted tenant's credentials are still stored")
 			}
@@ -371,12 +352,7 @@ func TestOrganizationDelete(t *testing.T) {
 		cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 		cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
 		name := "tenant_" + strconv.FormatInt(org.ID, 10)
-		var dbs, roles int
-		queryOne(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
-			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
-		if dbs != 0 || roles != 0 {
-			t.Fatalf("%d databases and %d roles named %s remain after deletion during provisioning", dbs, roles, name)
-		}
+		assertTenantDropped(t, server, name)
 	})
 }
 

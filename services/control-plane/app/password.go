@@ -9,7 +9,6 @@ import (
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
-	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
 )
 
@@ -26,10 +25,7 @@ func (d *deps) handleChangePassword(c echo.Context) error {
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}
-	if in.CurrentPassword == "" {
-		return problem.Invalid("current_password", "is required")
-	}
-	if err := auth.ValidatePassword("new_password", in.NewPassword); err != nil {
+	if err := auth.ValidatePasswordChange(in.CurrentPassword, in.NewPassword); err != nil {
 		return err
 	}
 	me, err := d.accounts.User(ctx, currentUserID(c))

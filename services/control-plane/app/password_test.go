@@ -59,7 +59,7 @@ func TestPasswordChangeReachesTenants(t *testing.T) {
 
 	tenantHash := func(t *testing.T, tenant cptest.Tenant, email string) string {
 		var hash string
-		queryOne(t, tenant.Database.DSN(), `SELECT password_hash FROM tenantuser WHERE email = $1`, []any{email}, &hash)
+		testenv.QueryRow(t, tenant.Database.DSN(), `SELECT password_hash FROM tenantuser WHERE email = $1`, []any{email}, &hash)
 		return hash
 	}
 	for i, tenant := range ownTenants {

@@ -114,7 +114,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 			}
 			cp.WaitStatus(t, owner.AccessToken, org.ID, "ready", readyTimeout)
 			var n int
-			queryOne(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &n)
+			testenv.QueryRow(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &n)
 			if n != 1 {
 				t.Fatalf("%d tenant admins after the retry, want 1", n)
 			}
@@ -224,21 +224,16 @@ func TestProvisioningWithLimitedAdmin(t *testing.T) {
 	org := cp.CreateReadyOrganization(t, owner, "Least privilege")
 	name := "tenant_" + strconv.FormatInt(org.ID, 10)
 	var dbOwner string
-	queryOne(t, server, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, []any{name}, &dbOwner)
+	testenv.QueryRow(t, server, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, []any{name}, &dbOwner)
 	if dbOwner != name {
 		t.Fatalf("database owner %s, want %s", dbOwner, name)
 	}
 	var n int
-	queryOne(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
+	testenv.QueryRow(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
 
 	cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 	cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
-	var dbs, roles int
-	queryOne(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
-		(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
-	if dbs != 0 || roles != 0 {
-		t.Fatalf("%d databases and %d roles named %s remain", dbs, roles, name)
-	}
+	assertTenantDropped(t, server, name)
 }
 
 // childControlPlane is the control plane binary run as a child process, so
@@ -391,10 +386,10 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		name := "tenant_" + strconv.FormatInt(id, 10)
 		var dbOwner string
 		var roles, admins, outbox int
-		queryOne(t, server, `SELECT coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1), ''),
+		testenv.QueryRow(t, server, `SELECT coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1), ''),
 			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbOwner, &roles)
-		queryOne(t, api.Tenant(t, id).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &admins)
-		queryOne(t, core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created' AND payload->'data'->>'tenant_id' = $1`,
+		testenv.QueryRow(t, api.Tenant(t, id).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &admins)
+		testenv.QueryRow(t, core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created' AND payload->'data'->>'tenant_id' = $1`,
 			[]any{strconv.FormatInt(id, 10)}, &outbox)
 		if dbOwner != name || roles != 1 || admins != 1 || outbox != 1 {
 			t.Errorf("%s: database owner %q, %d roles, %d admins, %d tenant.created in the outbox; want itself, 1, 1, 1",

@@ -6,22 +6,16 @@
 package cptest
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
-	"mime/quotedprintable"
 	"net"
 	"net/http"
-	"net/mail"
 	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -65,12 +59,7 @@ type ControlPlane struct {
 	// NATS is the embedded server, nil when Options.NATSURL was given.
 	NATS *testenv.NATSServer
 
-	logs   *logBuffer
-	cancel context.CancelFunc
-	done   chan error
-
-	stopOnce sync.Once
-	stopErr  error
+	svc *testenv.Service
 }
 
 // Start runs a control plane until the test ends (or Stop). The test fails
@@ -80,7 +69,6 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	cp := &ControlPlane{
 		Client:      &Client{spec: openapitest.New(tb, app.OpenAPI), http: &http.Client{Timeout: 30 * time.Second}},
 		DatabaseURL: opts.DatabaseURL,
-		logs:        &logBuffer{},
 	}
 	if cp.DatabaseURL == "" {
 		cp.DatabaseURL = CoreDatabase(tb)
@@ -122,53 +110,24 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	}
 	cp.Config = cfg
 
-	log := slog.New(slog.NewJSONHandler(cp.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	ctx, cancel := context.WithCancel(context.Background())
-	cp.cancel = cancel
-	cp.done = make(chan error, 1)
-	ready := make(chan app.Addrs, 1)
-	go func() { cp.done <- app.Run(ctx, cfg, log, func(a app.Addrs) { ready <- a }) }()
-	select {
-	case a := <-ready:
-		cp.PublicURL = "http://" + a.Public
-		cp.InternalURL = "http://" + a.Internal
-	case err := <-cp.done:
-		cancel()
-		tb.Fatalf("cptest: control plane did not start: %v\nlogs:\n%s", err, cp.logs)
-	case <-time.After(2 * time.Minute):
-		cancel()
-		tb.Fatalf("cptest: control plane not ready after 2 minutes\nlogs:\n%s", cp.logs)
-	}
-	tb.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			tb.Errorf("cptest: %v", err)
-		}
-		if tb.Failed() {
-			tb.Logf("control plane logs:\n%s", cp.logs)
-		}
+	var addrs app.Addrs
+	cp.svc, addrs = testenv.StartService(tb, "control plane", slog.LevelDebug, func(ctx context.Context, log *slog.Logger, ready func(app.Addrs)) error {
+		return app.Run(ctx, cfg, log, ready)
 	})
+	cp.PublicURL = "http://" + addrs.Public
+	cp.InternalURL = "http://" + addrs.Internal
 	return cp
 }
 
 // Stop shuts the control plane down gracefully and waits for it; later
 // calls return the first result.
-func (cp *ControlPlane) Stop() error {
-	cp.stopOnce.Do(func() {
-		cp.cancel()
-		select {
-		case err := <-cp.done:
-			if err != nil {
-				cp.stopErr = fmt.Errorf("control plane stopped with an error: %w", err)
-			}
-		case <-time.After(time.Minute):
-			cp.stopErr = fmt.Errorf("control plane did not stop within a minute")
-		}
-	})
-	return cp.stopErr
-}
+func (cp *ControlPlane) Stop() error { return cp.svc.Stop() }
 
 // Logs returns what the control plane logged so far (JSON lines).
-func (cp *ControlPlane) Logs() string { return cp.logs.String() }
+func (cp *ControlPlane) Logs() string { return cp.svc.Logs.String() }
+
+// LogLines returns every line the control plane logged so far, decoded.
+func (cp *ControlPlane) LogLines(tb testing.TB) []map[string]any { return cp.svc.Logs.JSONLines(tb) }
 
 // tenantIDSpan is how many organization ids one core database may use.
 const tenantIDSpan = 1_000_000
@@ -188,7 +147,7 @@ func CoreDatabase(tb testing.TB) string {
 		tb.Fatalf("cptest: migrate core database: %v", err)
 	}
 	first := (1 + rand.Int64N(1_000_000)) * tenantIDSpan
-	execSQL(tb, dsn, fmt.Sprintf("ALTER SEQUENCE organization_id_seq RESTART WITH %d", first))
+	testenv.Exec(tb, dsn, fmt.Sprintf("ALTER SEQUENCE organization_id_seq RESTART WITH %d", first))
 	server := testenv.PostgresURL(tb)
 	tb.Cleanup(func() { dropTenants(tb, server, first, first+tenantIDSpan) })
 	return dsn
@@ -228,20 +187,6 @@ func dropTenants(tb testing.TB, server string, from, to int64) {
 	}
 }
 
-func execSQL(tb testing.TB, dsn, sql string) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		tb.Fatalf("cptest: %v", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql); err != nil {
-		tb.Fatalf("cptest: %s: %v", sql, err)
-	}
-}
-
 // Client calls a control plane's API, whether it runs in this process or
 // not, and checks public answers against the OpenAPI document.
 type Client struct {
@@ -266,28 +211,7 @@ func NewClient(tb testing.TB, publicURL, internalURL string, smtp *testenv.SMTPS
 }
 
 // Response is an answer read to the end.
-type Response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-// Decode unmarshals the body into v, failing the test when it cannot.
-func (r *Response) Decode(tb testing.TB, v any) {
-	tb.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		tb.Fatalf("cptest: decode %d response %q: %v", r.Status, r.Body, err)
-	}
-}
-
-// Expect fails the test unless the status is want.
-func (r *Response) Expect(tb testing.TB, want int) *Response {
-	tb.Helper()
-	if r.Status != want {
-		tb.Fatalf("cptest: status %d, want %d; body %s", r.Status, want, r.Body)
-	}
-	return r
-}
+type Response = testenv.Response
 
 // Do calls the public API with body as JSON (nil for none) and token as
 // bearer ("" for none), and checks the answer against the OpenAPI document.
@@ -304,37 +228,15 @@ func (c *Client) Internal(tb testing.TB, method, path string) *Response {
 
 func (c *Client) send(tb testing.TB, base, method, path, token string, body any) *Response {
 	tb.Helper()
-	var payload io.Reader = http.NoBody
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			tb.Fatalf("cptest: encode body: %v", err)
-		}
-		payload = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, base+path, payload)
-	if err != nil {
-		tb.Fatalf("cptest: %v", err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	req := testenv.JSONRequest(tb, method, base+path, body)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	res, err := c.http.Do(req)
-	if err != nil {
-		tb.Fatalf("cptest: %s %s: %v", method, path, err)
-	}
-	defer res.Body.Close()
+	var check func(testing.TB, *http.Request, *http.Response)
 	if base == c.PublicURL {
-		c.spec.Check(tb, req, res)
+		check = c.spec.Check
 	}
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		tb.Fatalf("cptest: %s %s: read body: %v", method, path, err)
-	}
-	return &Response{Status: res.StatusCode, Header: res.Header, Body: b}
+	return testenv.Send(tb, c.http, req, check)
 }
 
 // User is a signed-up, verified and logged-in core user.
@@ -391,19 +293,8 @@ func (c *Client) VerificationToken(tb testing.TB, email string) string {
 	m := c.SMTP.WaitForMail(tb, 15*time.Second, func(m testenv.Mail) bool {
 		return len(m.To) == 1 && strings.EqualFold(m.To[0], email)
 	})
-	msg, err := mail.ReadMessage(strings.NewReader(m.Data))
-	if err != nil {
-		tb.Fatalf("cptest: parse mail: %v", err)
-	}
-	var body io.Reader = msg.Body
-	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
-		body = quotedprintable.NewReader(body)
-	}
-	text, err := io.ReadAll(body)
-	if err != nil {
-		tb.Fatalf("cptest: read mail: %v", err)
-	}
-	match := tokenParam.FindStringSubmatch(string(text))
+	text := m.Text(tb)
+	match := tokenParam.FindStringSubmatch(text)
 	if match == nil {
 		tb.Fatalf("cptest: no verification link in mail to %s:\n%s", email, text)
 	}
@@ -509,21 +400,4 @@ func (c *Client) Tenant(tb testing.TB, id int64) Tenant {
 	var t Tenant
 	c.Internal(tb, http.MethodGet, "/internal/tenants/"+strconv.FormatInt(id, 10)).Expect(tb, http.StatusOK).Decode(tb, &t)
 	return t
-}
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -1,14 +1,13 @@
 package app
 
 import (
-	"fmt"
 	"net/http"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/httpx"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/page"
 	"tenantbase/services/tenant-plane/internal/accounts"
 )
 
@@ -117,26 +116,15 @@ func (a *api) handleChangePassword(c echo.Context) error {
 }
 
 func (a *api) handleListUsers(c echo.Context) error {
-	q := accounts.UserQuery{EmailContains: c.QueryParam("email")}
-	if v := c.QueryParam("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", accounts.MaxPageSize))
-		}
-		q.Limit = n
-	}
-	if v := c.QueryParam("cursor"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 1 {
-			return problem.Invalid("cursor", "is not a cursor this API returned")
-		}
-		q.After = n
-	}
-	page, err := a.accounts.ListUsers(c.Request().Context(), tenantScope(c).db, q)
+	r, err := page.FromQuery(c.QueryParams())
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, page)
+	p, err := a.accounts.ListUsers(c.Request().Context(), tenantScope(c).db, accounts.UserQuery{EmailContains: c.QueryParam("email"), Request: r})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
 }
 
 func (a *api) handleUpdateUser(c echo.Context) error {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"tenantbase/libs/testenv"
 	"tenantbase/services/tenant-plane/app"
 )
 
@@ -17,8 +18,8 @@ func TestAccountAPI(t *testing.T) {
 	member := tp.register(t, a, "mem@example.com", "member-password-1")
 	memberTok := tp.login(t, a, "mem@example.com", "member-password-1")
 
-	raw := func(method, p, contentType string, body []byte, token string) func(t *testing.T) *response {
-		return func(t *testing.T) *response {
+	raw := func(method, p, contentType string, body []byte, token string) func(t *testing.T) *testenv.Response {
+		return func(t *testing.T) *testenv.Response {
 			req, err := http.NewRequest(method, tp.PublicURL+p, bytes.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
@@ -31,14 +32,14 @@ func TestAccountAPI(t *testing.T) {
 			return tp.send(t, req)
 		}
 	}
-	call := func(method, p, token string, body any) func(t *testing.T) *response {
-		return func(t *testing.T) *response { return tp.call(t, method, p, a, token, body) }
+	call := func(method, p, token string, body any) func(t *testing.T) *testenv.Response {
+		return func(t *testing.T) *testenv.Response { return tp.call(t, method, p, a, token, body) }
 	}
 	creds := func(email, pw string) map[string]string { return map[string]string{"email": email, "password": pw} }
 
 	cases := []struct {
 		name   string
-		do     func(t *testing.T) *response
+		do     func(t *testing.T) *testenv.Response
 		status int
 		code   string
 	}{
@@ -82,10 +83,10 @@ func TestAccountAPI(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			res := tc.do(t)
 			if tc.code != "" {
-				res.problem(t, tc.status, tc.code)
+				res.ExpectProblem(t, tc.status, tc.code)
 				return
 			}
-			res.expect(t, tc.status)
+			res.Expect(t, tc.status)
 		})
 	}
 
@@ -96,7 +97,7 @@ func TestAccountAPI(t *testing.T) {
 			AvatarURL   *string `json:"avatar_url"`
 			Role        string  `json:"role"`
 		}
-		tp.call(t, http.MethodGet, "/profile", a, memberTok.AccessToken, nil).expect(t, http.StatusOK).decode(t, &p)
+		tp.call(t, http.MethodGet, "/profile", a, memberTok.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &p)
 		if p.DisplayName == nil || *p.DisplayName != "Mem" || p.Bio != nil || p.AvatarURL == nil || p.Role != "member" {
 			t.Errorf("profile = %+v", p)
 		}
@@ -106,15 +107,15 @@ func TestAccountAPI(t *testing.T) {
 		s := tp.login(t, a, "mem@example.com", "member-password-1")
 		var next tokens
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": s.RefreshToken}).
-			expect(t, http.StatusOK).decode(t, &next)
+			Expect(t, http.StatusOK).Decode(t, &next)
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": s.RefreshToken}).
-			problem(t, http.StatusUnauthorized, "invalid_refresh_token")
+			ExpectProblem(t, http.StatusUnauthorized, "invalid_refresh_token")
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": next.RefreshToken}).
-			problem(t, http.StatusUnauthorized, "invalid_refresh_token")
+			ExpectProblem(t, http.StatusUnauthorized, "invalid_refresh_token")
 		s = tp.login(t, a, "mem@example.com", "member-password-1")
-		tp.call(t, http.MethodPost, "/auth/logout", a, "", map[string]string{"refresh_token": s.RefreshToken}).expect(t, http.StatusNoContent)
+		tp.call(t, http.MethodPost, "/auth/logout", a, "", map[string]string{"refresh_token": s.RefreshToken}).Expect(t, http.StatusNoContent)
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": s.RefreshToken}).
-			problem(t, http.StatusUnauthorized, "invalid_refresh_token")
+			ExpectProblem(t, http.StatusUnauthorized, "invalid_refresh_token")
 	})
 
 	t.Run("password change ends older tokens", func(t *testing.T) {
@@ -122,11 +123,11 @@ func TestAccountAPI(t *testing.T) {
 		var fresh tokens
 		tp.call(t, http.MethodPost, "/profile/password", a, old.AccessToken,
 			map[string]string{"current_password": "member-password-1", "new_password": "member-password-2"}).
-			expect(t, http.StatusOK).decode(t, &fresh)
-		tp.call(t, http.MethodGet, "/profile", a, old.AccessToken, nil).problem(t, http.StatusUnauthorized, "unauthorized")
+			Expect(t, http.StatusOK).Decode(t, &fresh)
+		tp.call(t, http.MethodGet, "/profile", a, old.AccessToken, nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": old.RefreshToken}).
-			problem(t, http.StatusUnauthorized, "invalid_refresh_token")
-		tp.call(t, http.MethodGet, "/profile", a, fresh.AccessToken, nil).expect(t, http.StatusOK)
+			ExpectProblem(t, http.StatusUnauthorized, "invalid_refresh_token")
+		tp.call(t, http.MethodGet, "/profile", a, fresh.AccessToken, nil).Expect(t, http.StatusOK)
 		memberTok = tp.login(t, a, "mem@example.com", "member-password-2")
 	})
 
@@ -139,7 +140,7 @@ func TestAccountAPI(t *testing.T) {
 				Items      []user  `json:"items"`
 				NextCursor *string `json:"next_cursor"`
 			}
-			tp.call(t, http.MethodGet, "/users?limit=1"+cursor, a, admin.AccessToken, nil).expect(t, http.StatusOK).decode(t, &page)
+			tp.call(t, http.MethodGet, "/users?limit=1"+cursor, a, admin.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &page)
 			for _, u := range page.Items {
 				seen = append(seen, u.Email)
 			}
@@ -154,7 +155,7 @@ func TestAccountAPI(t *testing.T) {
 		var page struct {
 			Items []user `json:"items"`
 		}
-		tp.call(t, http.MethodGet, "/users?email=EXAMPLE.ORG", a, admin.AccessToken, nil).expect(t, http.StatusOK).decode(t, &page)
+		tp.call(t, http.MethodGet, "/users?email=EXAMPLE.ORG", a, admin.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &page)
 		if len(page.Items) != 1 || page.Items[0].Email != "zed@example.org" {
 			t.Errorf("filtered users = %+v", page.Items)
 		}
@@ -163,33 +164,33 @@ func TestAccountAPI(t *testing.T) {
 	t.Run("deactivation", func(t *testing.T) {
 		var u user
 		tp.call(t, http.MethodPatch, path("/users/%d", member.ID), a, admin.AccessToken, map[string]any{"is_active": false}).
-			expect(t, http.StatusOK).decode(t, &u)
+			Expect(t, http.StatusOK).Decode(t, &u)
 		if u.IsActive {
 			t.Fatalf("still active: %+v", u)
 		}
-		tp.call(t, http.MethodGet, "/profile", a, memberTok.AccessToken, nil).problem(t, http.StatusUnauthorized, "unauthorized")
+		tp.call(t, http.MethodGet, "/profile", a, memberTok.AccessToken, nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
 		tp.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": memberTok.RefreshToken}).
-			problem(t, http.StatusUnauthorized, "invalid_refresh_token")
+			ExpectProblem(t, http.StatusUnauthorized, "invalid_refresh_token")
 		tp.call(t, http.MethodPost, "/auth/login", a, "", creds("mem@example.com", "member-password-2")).
-			problem(t, http.StatusForbidden, "user_inactive")
+			ExpectProblem(t, http.StatusForbidden, "user_inactive")
 		tp.call(t, http.MethodPatch, path("/users/%d", member.ID), a, admin.AccessToken, map[string]any{"is_active": true, "role": "admin"}).
-			expect(t, http.StatusOK)
+			Expect(t, http.StatusOK)
 		promoted := tp.login(t, a, "mem@example.com", "member-password-2")
-		tp.call(t, http.MethodGet, "/users", a, promoted.AccessToken, nil).expect(t, http.StatusOK)
+		tp.call(t, http.MethodGet, "/users", a, promoted.AccessToken, nil).Expect(t, http.StatusOK)
 		tp.call(t, http.MethodPatch, path("/users/%d", ownerID(t, w, admin.AccessToken)), a, promoted.AccessToken,
-			map[string]any{"role": "member"}).expect(t, http.StatusOK)
+			map[string]any{"role": "member"}).Expect(t, http.StatusOK)
 		// The demotion holds at once, whatever the owner's token says.
-		tp.call(t, http.MethodGet, "/users", a, admin.AccessToken, nil).problem(t, http.StatusForbidden, "admin_required")
+		tp.call(t, http.MethodGet, "/users", a, admin.AccessToken, nil).ExpectProblem(t, http.StatusForbidden, "admin_required")
 	})
 
 	t.Run("failed logins lock the account", func(t *testing.T) {
 		tp.register(t, a, "locked@example.com", "locked-password-1")
 		for range 3 {
 			tp.call(t, http.MethodPost, "/auth/login", a, "", creds("locked@example.com", "wrong-password")).
-				problem(t, http.StatusUnauthorized, "invalid_credentials")
+				ExpectProblem(t, http.StatusUnauthorized, "invalid_credentials")
 		}
 		res := tp.call(t, http.MethodPost, "/auth/login", a, "", creds("locked@example.com", "locked-password-1")).
-			problem(t, http.StatusTooManyRequests, "too_many_attempts")
+			ExpectProblem(t, http.StatusTooManyRequests, "too_many_attempts")
 		if res.Header.Get("Retry-After") == "" {
 			t.Error("429 without Retry-After")
 		}
@@ -202,7 +203,7 @@ func ownerID(t *testing.T, w *world, token string) int64 {
 	var p struct {
 		ID int64 `json:"id"`
 	}
-	w.tp.call(t, http.MethodGet, "/profile", w.a.ID, token, nil).expect(t, http.StatusOK).decode(t, &p)
+	w.tp.call(t, http.MethodGet, "/profile", w.a.ID, token, nil).Expect(t, http.StatusOK).Decode(t, &p)
 	return p.ID
 }
 
@@ -214,7 +215,7 @@ func TestOwnerIsTenantAdminWithCoreCredentials(t *testing.T) {
 			Email string `json:"email"`
 			Role  string `json:"role"`
 		}
-		w.tp.call(t, http.MethodGet, "/profile", id, tok.AccessToken, nil).expect(t, http.StatusOK).decode(t, &p)
+		w.tp.call(t, http.MethodGet, "/profile", id, tok.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &p)
 		if p.Email != w.owner.Email || p.Role != "admin" {
 			t.Errorf("tenant %d: owner's profile = %+v", id, p)
 		}
@@ -223,25 +224,25 @@ func TestOwnerIsTenantAdminWithCoreCredentials(t *testing.T) {
 
 func TestDiscoveryEndpoints(t *testing.T) {
 	w := newWorld(t, nil)
-	res := w.tp.call(t, http.MethodGet, "/openapi.yaml", 0, "", nil).expect(t, http.StatusOK)
+	res := w.tp.call(t, http.MethodGet, "/openapi.yaml", 0, "", nil).Expect(t, http.StatusOK)
 	if !bytes.Equal(res.Body, app.OpenAPI) {
 		t.Error("served OpenAPI document differs from the embedded one")
 	}
-	w.tp.call(t, http.MethodGet, "/health", 0, "", nil).expect(t, http.StatusOK)
+	w.tp.call(t, http.MethodGet, "/health", 0, "", nil).Expect(t, http.StatusOK)
 
 	var jwks struct {
 		Keys []struct {
 			Kid string `json:"kid"`
 		} `json:"keys"`
 	}
-	w.tp.call(t, http.MethodGet, "/.well-known/jwks.json", 0, "", nil).expect(t, http.StatusOK).decode(t, &jwks)
+	w.tp.call(t, http.MethodGet, "/.well-known/jwks.json", 0, "", nil).Expect(t, http.StatusOK).Decode(t, &jwks)
 	tok := w.ownerLogin(t, w.a.ID).AccessToken
 	kid := jwtHeader(t, tok)["kid"]
 	if len(jwks.Keys) != 1 || jwks.Keys[0].Kid != kid {
 		t.Errorf("JWKS %+v does not hold the token's kid %v", jwks, kid)
 	}
 
-	w.tp.call(t, http.MethodGet, "/profile", w.a.ID, tok, nil).expect(t, http.StatusOK)
+	w.tp.call(t, http.MethodGet, "/profile", w.a.ID, tok, nil).Expect(t, http.StatusOK)
 	for _, series := range []string{
 		"tenant_pools_open",
 		`tenant_pool_connections{state="idle"}`,

@@ -126,7 +126,7 @@ func BenchmarkProfile(b *testing.B) {
 	var me struct {
 		ID int64 `json:"id"`
 	}
-	tp.call(b, http.MethodGet, "/profile", first, tokens[0], nil).expect(b, http.StatusOK).decode(b, &me)
+	tp.call(b, http.MethodGet, "/profile", first, tokens[0], nil).Expect(b, http.StatusOK).Decode(b, &me)
 	poolCfg, err := pgxpool.ParseConfig(cp.Tenant(b, first).Database.DSN())
 	if err != nil {
 		b.Fatal(err)

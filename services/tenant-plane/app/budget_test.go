@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/cptest"
 	"tenantbase/services/tenant-plane/app"
 )
@@ -36,23 +37,7 @@ func TestConnectionBudgetAcrossTenants(t *testing.T) {
 		tenants = append(tenants, tenant{id: org.ID, token: tp.login(t, org.ID, owner.Email, ownerPassword).AccessToken})
 	}
 
-	admin := adminConn(t)
-	var peak atomic.Int64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if n := int64(sessions(t, admin, databases)); n > peak.Load() {
-				peak.Store(n)
-			}
-		}
-	}()
+	stopSampling := testenv.Sessions(t).Peak(t, databases...)
 
 	const workersPerTenant, requestsPerWorker = 3, 10
 	var (
@@ -76,8 +61,7 @@ func TestConnectionBudgetAcrossTenants(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
+	peak := stopSampling()
 	close(failures)
 	for f := range failures {
 		t.Errorf("request failed: %s", f)
@@ -85,8 +69,8 @@ func TestConnectionBudgetAcrossTenants(t *testing.T) {
 	if want := int64(len(tenants) * workersPerTenant * requestsPerWorker); answered.Load() != want {
 		t.Errorf("answered %d requests, want %d", answered.Load(), want)
 	}
-	if p := peak.Load(); p > budget || p == 0 {
-		t.Errorf("peak server sessions on the tenant databases = %d, want 1..%d", p, budget)
+	if peak > budget || peak == 0 {
+		t.Errorf("peak server sessions on the tenant databases = %d, want 1..%d", peak, budget)
 	}
 	if n := tp.metric(t, `tenant_pools_retired_total{reason="lru_idle"}`) + tp.metric(t, "tenant_pool_idle_conns_trimmed_total"); n == 0 {
 		t.Error("no pool or connection was closed to free budget: the test never reached the budget")

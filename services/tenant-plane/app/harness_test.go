@@ -2,11 +2,8 @@ package app_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -18,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"golang.org/x/crypto/bcrypt"
 
 	"tenantbase/libs/openapitest"
@@ -33,12 +29,9 @@ type plane struct {
 	InternalURL string
 	Config      app.Config
 
-	logs   *logBuffer
-	cancel context.CancelFunc
-	done   chan error
-	once   sync.Once
-	spec   *openapitest.Validator
-	http   *http.Client
+	svc  *testenv.Service
+	spec *openapitest.Validator
+	http *http.Client
 }
 
 // startPlane runs app.Run on 127.0.0.1:0 against a control plane's
@@ -64,113 +57,29 @@ func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.
 	if configure != nil {
 		configure(&cfg)
 	}
-	p := &plane{
-		Config: cfg,
-		logs:   &logBuffer{},
-		done:   make(chan error, 1),
-		spec:   openapitest.New(t, app.OpenAPI),
-		http:   &http.Client{Timeout: 30 * time.Second},
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewJSONHandler(p.logs, &slog.HandlerOptions{Level: level}))
-	ctx, cancel := context.WithCancel(context.Background())
-	p.cancel = cancel
-	ready := make(chan app.Addrs, 1)
-	go func() { p.done <- app.Run(ctx, cfg, log, func(a app.Addrs) { ready <- a }) }()
-	select {
-	case a := <-ready:
-		p.PublicURL = "http://" + a.Public
-		p.InternalURL = "http://" + a.Internal
-	case err := <-p.done:
-		cancel()
-		t.Fatalf("tenant plane did not start: %v\nlogs:\n%s", err, p.logs)
-	case <-time.After(time.Minute):
-		cancel()
-		t.Fatalf("tenant plane not ready after a minute\nlogs:\n%s", p.logs)
+	p := &plane{
+		Config: cfg,
+		spec:   openapitest.New(t, app.OpenAPI),
+		http:   &http.Client{Timeout: 30 * time.Second},
 	}
-	t.Cleanup(func() {
-		p.stop(t)
-		if t.Failed() {
-			t.Logf("tenant plane logs:\n%s", p.logs)
-		}
+	var addrs app.Addrs
+	p.svc, addrs = testenv.StartService(t, "tenant plane", level, func(ctx context.Context, log *slog.Logger, ready func(app.Addrs)) error {
+		return app.Run(ctx, cfg, log, ready)
 	})
+	p.PublicURL = "http://" + addrs.Public
+	p.InternalURL = "http://" + addrs.Internal
 	return p
-}
-
-func (p *plane) stop(t testing.TB) {
-	p.once.Do(func() {
-		p.cancel()
-		select {
-		case err := <-p.done:
-			if err != nil {
-				t.Errorf("tenant plane stopped with an error: %v", err)
-			}
-		case <-time.After(time.Minute):
-			t.Errorf("tenant plane did not stop within a minute")
-		}
-	})
-}
-
-type response struct {
-	Status int
-	Header http.Header
-	Body   []byte
-}
-
-func (r *response) expect(t testing.TB, status int) *response {
-	t.Helper()
-	if r.Status != status {
-		t.Fatalf("status %d, want %d; body %s", r.Status, status, r.Body)
-	}
-	return r
-}
-
-// problem fails unless the answer is a problem with status and code.
-func (r *response) problem(t testing.TB, status int, code string) *response {
-	t.Helper()
-	r.expect(t, status)
-	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/problem+json") {
-		t.Errorf("content type %q, want application/problem+json", ct)
-	}
-	var p struct {
-		Code string `json:"code"`
-	}
-	r.decode(t, &p)
-	if p.Code != code {
-		t.Fatalf("problem code %q, want %q; body %s", p.Code, code, r.Body)
-	}
-	return r
-}
-
-func (r *response) decode(t testing.TB, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.Body, v); err != nil {
-		t.Fatalf("decode %d answer %q: %v", r.Status, r.Body, err)
-	}
 }
 
 // call sends a request to the public API for tenant (0: no X-TENANT) with
 // token as bearer ("" for none) and body as JSON (nil for none).
-func (p *plane) call(t testing.TB, method, path string, tenant int64, token string, body any) *response {
+func (p *plane) call(t testing.TB, method, path string, tenant int64, token string, body any) *testenv.Response {
 	t.Helper()
-	var payload io.Reader = http.NoBody
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		payload = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, p.PublicURL+path, payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
+	req := testenv.JSONRequest(t, method, p.PublicURL+path, body)
 	if tenant != 0 {
 		req.Header.Set("X-TENANT", strconv.FormatInt(tenant, 10))
 	}
@@ -182,19 +91,9 @@ func (p *plane) call(t testing.TB, method, path string, tenant int64, token stri
 
 // send sends req to the public API and checks the answer against the
 // OpenAPI document.
-func (p *plane) send(t testing.TB, req *http.Request) *response {
+func (p *plane) send(t testing.TB, req *http.Request) *testenv.Response {
 	t.Helper()
-	res, err := p.http.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", req.Method, req.URL.Path, err)
-	}
-	defer res.Body.Close()
-	p.spec.Check(t, req, res)
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &response{Status: res.StatusCode, Header: res.Header, Body: b}
+	return testenv.Send(t, p.http, req, p.spec.Check)
 }
 
 // metric reads one series (name with its labels, as /metrics prints it)
@@ -238,7 +137,7 @@ func (p *plane) register(t testing.TB, tenant int64, email, password string) use
 	t.Helper()
 	var u user
 	p.call(t, http.MethodPost, "/auth/register", tenant, "", map[string]string{"email": email, "password": password}).
-		expect(t, http.StatusCreated).decode(t, &u)
+		Expect(t, http.StatusCreated).Decode(t, &u)
 	return u
 }
 
@@ -246,7 +145,7 @@ func (p *plane) login(t testing.TB, tenant int64, email, password string) tokens
 	t.Helper()
 	var tok tokens
 	p.call(t, http.MethodPost, "/auth/login", tenant, "", map[string]string{"email": email, "password": password}).
-		expect(t, http.StatusOK).decode(t, &tok)
+		Expect(t, http.StatusOK).Decode(t, &tok)
 	return tok
 }
 
@@ -315,42 +214,4 @@ func (w *world) ownerLogin(t testing.TB, id int64) tokens {
 	return w.tp.login(t, id, w.owner.Email, ownerPassword)
 }
 
-// sessions counts the server sessions on the given databases.
-func sessions(t testing.TB, admin *pgx.Conn, databases []string) int {
-	t.Helper()
-	var n int
-	if err := admin.QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, databases).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func adminConn(t testing.TB) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), testenv.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
 func path(format string, args ...any) string { return fmt.Sprintf(format, args...) }
-
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

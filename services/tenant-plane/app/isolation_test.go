@@ -70,14 +70,14 @@ func TestTokensDoNotCrossTenantsOrPlanes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			res := w.tp.call(t, http.MethodGet, "/profile", tc.tenant, tc.token, nil).problem(t, http.StatusUnauthorized, "unauthorized")
+			res := w.tp.call(t, http.MethodGet, "/profile", tc.tenant, tc.token, nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
 			if res.Header.Get("WWW-Authenticate") == "" {
 				t.Error("401 without WWW-Authenticate")
 			}
 		})
 	}
 	t.Run("the same token with its own tenant", func(t *testing.T) {
-		w.tp.call(t, http.MethodGet, "/profile", a, tokA, nil).expect(t, http.StatusOK)
+		w.tp.call(t, http.MethodGet, "/profile", a, tokA, nil).Expect(t, http.StatusOK)
 	})
 	t.Run("a tenant token on the control plane", func(t *testing.T) {
 		w.cp.Do(t, http.MethodGet, "/auth/me", tokA, nil).Expect(t, http.StatusUnauthorized)
@@ -93,12 +93,12 @@ func TestUsersBelongToOneTenant(t *testing.T) {
 	}
 
 	w.tp.call(t, http.MethodPost, "/auth/login", b, "", map[string]string{"email": "carol@example.com", "password": "carol-password-1"}).
-		problem(t, http.StatusUnauthorized, "invalid_credentials")
+		ExpectProblem(t, http.StatusUnauthorized, "invalid_credentials")
 	adminB := w.ownerLogin(t, b).AccessToken
 	var page struct {
 		Items []user `json:"items"`
 	}
-	w.tp.call(t, http.MethodGet, "/users?email=carol", b, adminB, nil).expect(t, http.StatusOK).decode(t, &page)
+	w.tp.call(t, http.MethodGet, "/users?email=carol", b, adminB, nil).Expect(t, http.StatusOK).Decode(t, &page)
 	if len(page.Items) != 0 {
 		t.Fatalf("tenant B lists A's user: %+v", page.Items)
 	}
@@ -108,13 +108,13 @@ func TestUsersBelongToOneTenant(t *testing.T) {
 	w.tp.login(t, a, "carol@example.com", "carol-password-1")
 	w.tp.login(t, b, "carol@example.com", "another-password-2")
 	w.tp.call(t, http.MethodPost, "/auth/login", a, "", map[string]string{"email": "carol@example.com", "password": "another-password-2"}).
-		problem(t, http.StatusUnauthorized, "invalid_credentials")
-	w.tp.call(t, http.MethodGet, "/users?email=carol", b, adminB, nil).expect(t, http.StatusOK).decode(t, &page)
+		ExpectProblem(t, http.StatusUnauthorized, "invalid_credentials")
+	w.tp.call(t, http.MethodGet, "/users?email=carol", b, adminB, nil).Expect(t, http.StatusOK).Decode(t, &page)
 	if len(page.Items) != 1 || page.Items[0].ID != other.ID {
 		t.Fatalf("tenant B's users named carol: %+v", page.Items)
 	}
 	w.tp.call(t, http.MethodPost, "/auth/register", a, "", map[string]string{"email": "Carol@Example.com", "password": "carol-password-1"}).
-		problem(t, http.StatusConflict, "email_taken")
+		ExpectProblem(t, http.StatusConflict, "email_taken")
 }
 
 func TestInvalidTenantHeaderChangesNothing(t *testing.T) {
@@ -158,7 +158,7 @@ func TestInvalidTenantHeaderChangesNothing(t *testing.T) {
 				for _, v := range tc.values {
 					req.Header.Add("X-TENANT", v)
 				}
-				w.tp.send(t, req).problem(t, http.StatusBadRequest, "tenant_header_invalid")
+				w.tp.send(t, req).ExpectProblem(t, http.StatusBadRequest, "tenant_header_invalid")
 			}
 		})
 	}
@@ -166,7 +166,7 @@ func TestInvalidTenantHeaderChangesNothing(t *testing.T) {
 	var page struct {
 		Items []user `json:"items"`
 	}
-	w.tp.call(t, http.MethodGet, "/users", a, adminA, nil).expect(t, http.StatusOK).decode(t, &page)
+	w.tp.call(t, http.MethodGet, "/users", a, adminA, nil).Expect(t, http.StatusOK).Decode(t, &page)
 	if len(page.Items) != 1 {
 		t.Errorf("tenant A has %d users, want only its owner: %+v", len(page.Items), page.Items)
 	}

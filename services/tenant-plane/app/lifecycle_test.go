@@ -48,7 +48,7 @@ func TestTenantStatusAnswers(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			res := tc.tp.call(t, http.MethodPost, "/auth/login", tc.tenant, "",
-				map[string]string{"email": "p@example.com", "password": ownerPassword}).problem(t, tc.status, tc.code)
+				map[string]string{"email": "p@example.com", "password": ownerPassword}).ExpectProblem(t, tc.status, tc.code)
 			if got := res.Header.Get("Retry-After"); (got != "") != tc.retryAfter {
 				t.Errorf("Retry-After = %q, want one: %v", got, tc.retryAfter)
 			}
@@ -62,14 +62,14 @@ func TestSuspensionResumptionAndDeletion(t *testing.T) {
 	tok := w.ownerLogin(t, a).AccessToken
 	tokB := w.ownerLogin(t, b).AccessToken
 	admin := w.cp.LoginAdmin(t)
-	profile := func(t *testing.T) *response { return w.tp.call(t, http.MethodGet, "/profile", a, tok, nil) }
-	profile(t).expect(t, http.StatusOK)
+	profile := func(t *testing.T) *testenv.Response { return w.tp.call(t, http.MethodGet, "/profile", a, tok, nil) }
+	profile(t).Expect(t, http.StatusOK)
 
 	// The cache holds A for minutes: only the event can make these quick.
 	w.cp.Do(t, http.MethodPost, path("/admin/organizations/%d/suspend", a), admin, nil).Expect(t, http.StatusOK)
 	testenv.Eventually(t, time.Second, func() bool { return profile(t).Status == http.StatusForbidden }, "suspension takes effect")
-	profile(t).problem(t, http.StatusForbidden, "tenant_suspended")
-	w.tp.call(t, http.MethodGet, "/profile", b, tokB, nil).expect(t, http.StatusOK)
+	profile(t).ExpectProblem(t, http.StatusForbidden, "tenant_suspended")
+	w.tp.call(t, http.MethodGet, "/profile", b, tokB, nil).Expect(t, http.StatusOK)
 
 	w.cp.Do(t, http.MethodPost, path("/admin/organizations/%d/resume", a), admin, nil).Expect(t, http.StatusOK)
 	testenv.Eventually(t, time.Second, func() bool { return profile(t).Status == http.StatusOK }, "resumption takes effect")
@@ -77,8 +77,8 @@ func TestSuspensionResumptionAndDeletion(t *testing.T) {
 	w.cp.Do(t, http.MethodDelete, path("/organizations/%d", a), w.owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 	w.cp.WaitStatus(t, w.owner.AccessToken, a, "deleted", time.Minute)
 	testenv.Eventually(t, time.Second, func() bool { return profile(t).Status == http.StatusNotFound }, "deletion takes effect")
-	profile(t).problem(t, http.StatusNotFound, "tenant_not_found")
-	w.tp.call(t, http.MethodGet, "/profile", b, tokB, nil).expect(t, http.StatusOK)
+	profile(t).ExpectProblem(t, http.StatusNotFound, "tenant_not_found")
+	w.tp.call(t, http.MethodGet, "/profile", b, tokB, nil).Expect(t, http.StatusOK)
 	if n := w.tp.metric(t, "tenant_cache_invalidations_total"); n < 3 {
 		t.Errorf("cache invalidations = %v, want at least 3", n)
 	}
@@ -99,7 +99,7 @@ func TestControlPlaneDown(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	for i := range 3 {
-		tp.call(t, http.MethodGet, "/profile", known.ID, tok, nil).expect(t, http.StatusOK)
+		tp.call(t, http.MethodGet, "/profile", known.ID, tok, nil).Expect(t, http.StatusOK)
 		if i == 0 {
 			time.Sleep(150 * time.Millisecond)
 		}
@@ -109,7 +109,7 @@ func TestControlPlaneDown(t *testing.T) {
 		t.Errorf("stale serves = %v, want at least 1: the entry never expired", n)
 	}
 	res := tp.call(t, http.MethodPost, "/auth/login", unseen.ID, "",
-		map[string]string{"email": owner.Email, "password": ownerPassword}).problem(t, http.StatusServiceUnavailable, "tenant_directory_unavailable")
+		map[string]string{"email": owner.Email, "password": ownerPassword}).ExpectProblem(t, http.StatusServiceUnavailable, "tenant_directory_unavailable")
 	if res.Header.Get("Retry-After") == "" {
 		t.Error("503 without Retry-After")
 	}
@@ -121,7 +121,7 @@ func TestEventsResumeWhenNATSComesBack(t *testing.T) {
 	w.cp.NATS.Shutdown()
 	tp := startPlane(t, w.cp.InternalURL, w.cp.NATS.URL(), nil)
 	tok := tp.login(t, a, w.owner.Email, ownerPassword).AccessToken
-	tp.call(t, http.MethodGet, "/profile", a, tok, nil).expect(t, http.StatusOK)
+	tp.call(t, http.MethodGet, "/profile", a, tok, nil).Expect(t, http.StatusOK)
 
 	w.cp.NATS.Restart()
 	w.cp.Do(t, http.MethodPost, path("/admin/organizations/%d/suspend", a), w.cp.LoginAdmin(t), nil).Expect(t, http.StatusOK)
@@ -138,12 +138,12 @@ func TestReplicasShareTokens(t *testing.T) {
 	keysDir := w.tp.Config.KeysDir
 	replica := startPlane(t, w.dir.URL, w.cp.NATS.URL(), func(c *app.Config) { c.KeysDir = keysDir })
 	tok := w.ownerLogin(t, a)
-	replica.call(t, http.MethodGet, "/profile", a, tok.AccessToken, nil).expect(t, http.StatusOK)
+	replica.call(t, http.MethodGet, "/profile", a, tok.AccessToken, nil).Expect(t, http.StatusOK)
 	var next tokens
 	replica.call(t, http.MethodPost, "/auth/refresh", a, "", map[string]string{"refresh_token": tok.RefreshToken}).
-		expect(t, http.StatusOK).decode(t, &next)
-	w.tp.call(t, http.MethodGet, "/profile", a, next.AccessToken, nil).expect(t, http.StatusOK)
+		Expect(t, http.StatusOK).Decode(t, &next)
+	w.tp.call(t, http.MethodGet, "/profile", a, next.AccessToken, nil).Expect(t, http.StatusOK)
 
 	other := startPlane(t, w.dir.URL, w.cp.NATS.URL(), nil)
-	other.call(t, http.MethodGet, "/profile", a, tok.AccessToken, nil).problem(t, http.StatusUnauthorized, "unauthorized")
+	other.call(t, http.MethodGet, "/profile", a, tok.AccessToken, nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
 }

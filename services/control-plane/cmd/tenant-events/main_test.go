@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,29 +14,6 @@ import (
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/internal/natsbus"
 )
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) lines() []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Split(strings.TrimSpace(b.buf.String()), "\n")
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestPrintsEachTenantCreatedOnce runs the subscriber twice with the same
 // durable name: it prints tenant.created events only, a redelivered event
@@ -71,7 +46,7 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 
 	runFor := func(wantLines int) []string {
 		t.Helper()
-		var out, errs syncBuffer
+		var out, errs testenv.LogBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer"}, &out, &errs) }()
@@ -84,7 +59,7 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Fatalf("run: %v (stderr %s)", err, errs.String())
 		}
-		return out.lines()
+		return out.Lines()
 	}
 
 	lines := runFor(2)

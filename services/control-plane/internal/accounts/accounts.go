@@ -7,19 +7,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
+	"tenantbase/libs/page"
 	"tenantbase/libs/problem"
 )
 
@@ -45,14 +44,6 @@ type User struct {
 	IsOwner    bool      `json:"is_owner"`
 	IsAdmin    bool      `json:"is_admin"`
 	CreatedAt  time.Time `json:"created_at"`
-}
-
-// Tokens answer a login or a refresh.
-type Tokens struct {
-	AccessToken  string `json:"access_token"`
-	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in"`
-	RefreshToken string `json:"refresh_token"`
 }
 
 // Mailer delivers one plain-text message.
@@ -103,8 +94,8 @@ type Registration struct {
 // is down or slow neither fails nor delays the registration, and the user
 // can ask for another link.
 func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
-	email, emailErr := auth.NormalizeEmail("email", r.Email)
-	if err := fieldErrors(emailErr, auth.ValidatePassword("password", r.Password)); err != nil {
+	email, err := auth.ValidateSignup(r.Email, r.Password)
+	if err != nil {
 		return User{}, err
 	}
 	if r.IsOwner && !s.opts.OpenOwnerSignup {
@@ -200,32 +191,18 @@ func (s *Service) sendVerification(ctx context.Context, email, token string) {
 // Login checks the credentials of a verified user and starts a session.
 // Unknown emails cost as much time as wrong passwords, and repeated
 // failures lock the account for a while (429 with Retry-After).
-func (s *Service) Login(ctx context.Context, rawEmail, password string) (Tokens, error) {
-	email, emailErr := auth.NormalizeEmail("email", rawEmail)
-	var pwErr error
-	if password == "" {
-		pwErr = problem.Invalid("password", "is required")
-	}
-	if err := fieldErrors(emailErr, pwErr); err != nil {
-		return Tokens{}, err
-	}
-	id, err := auth.CheckPassword(ctx, s.db, "coreuser", s.passwords, s.opts.Throttle, email, password)
+func (s *Service) Login(ctx context.Context, rawEmail, password string) (auth.Tokens, error) {
+	id, err := auth.Login(ctx, s.db, "coreuser", s.passwords, s.opts.Throttle, rawEmail, password)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
-	u, err := s.User(ctx, id)
-	if errors.Is(err, ErrUserNotFound) {
-		return Tokens{}, auth.ErrInvalidCredentials
-	}
+	u, err := s.sessionUser(ctx, id, auth.ErrInvalidCredentials)
 	if err != nil {
-		return Tokens{}, err
-	}
-	if !u.IsVerified {
-		return Tokens{}, ErrEmailNotVerified
+		return auth.Tokens{}, err
 	}
 	refresh, err := auth.IssueRefresh(ctx, s.db, u.ID, s.opts.RefreshTokenTTL)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	return s.tokens(u, refresh)
 }
@@ -233,51 +210,46 @@ func (s *Service) Login(ctx context.Context, rawEmail, password string) (Tokens,
 // Refresh rotates a refresh token and issues an access token carrying the
 // user's current flags. Presenting a token that was already rotated
 // revokes its whole family.
-func (s *Service) Refresh(ctx context.Context, refreshToken string) (Tokens, error) {
-	if refreshToken == "" {
-		return Tokens{}, problem.Invalid("refresh_token", "is required")
-	}
+func (s *Service) Refresh(ctx context.Context, refreshToken string) (auth.Tokens, error) {
 	id, next, err := auth.RotateRefresh(ctx, s.db, refreshToken, s.opts.RefreshTokenTTL)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
-	u, err := s.User(ctx, id)
-	if errors.Is(err, ErrUserNotFound) {
-		return Tokens{}, auth.ErrInvalidRefresh
-	}
+	u, err := s.sessionUser(ctx, id, auth.ErrInvalidRefresh)
 	if err != nil {
-		return Tokens{}, err
-	}
-	if !u.IsVerified {
-		return Tokens{}, ErrEmailNotVerified
+		return auth.Tokens{}, err
 	}
 	return s.tokens(u, next)
+}
+
+// sessionUser loads the user a session is for, who must still be
+// verified; gone is the answer for a user deleted since.
+func (s *Service) sessionUser(ctx context.Context, id int64, gone error) (User, error) {
+	u, err := s.User(ctx, id)
+	if errors.Is(err, ErrUserNotFound) {
+		return User{}, gone
+	}
+	if err != nil {
+		return User{}, err
+	}
+	if !u.IsVerified {
+		return User{}, ErrEmailNotVerified
+	}
+	return u, nil
 }
 
 // Logout revokes the session (the token family) refreshToken belongs to.
 // Unknown tokens are accepted silently: the session is gone either way.
 func (s *Service) Logout(ctx context.Context, refreshToken string) error {
-	if refreshToken == "" {
-		return problem.Invalid("refresh_token", "is required")
-	}
 	return auth.RevokeRefresh(ctx, s.db, refreshToken)
 }
 
-func (s *Service) tokens(u User, refresh string) (Tokens, error) {
-	access, err := s.keys.Sign(auth.CoreClaims{
+func (s *Service) tokens(u User, refresh string) (auth.Tokens, error) {
+	return s.keys.Session(auth.CoreClaims{
 		RegisteredClaims: s.keys.Registered(strconv.FormatInt(u.ID, 10), auth.CoreAudience, s.opts.AccessTokenTTL),
 		IsOwner:          u.IsOwner,
 		IsAdmin:          u.IsAdmin,
-	})
-	if err != nil {
-		return Tokens{}, fmt.Errorf("sign access token: %w", err)
-	}
-	return Tokens{
-		AccessToken:  access,
-		TokenType:    "bearer",
-		ExpiresIn:    int64(s.opts.AccessTokenTTL / time.Second),
-		RefreshToken: refresh,
-	}, nil
+	}, s.opts.AccessTokenTTL, refresh)
 }
 
 // User returns the user with id, or ErrUserNotFound.
@@ -312,53 +284,19 @@ func (s *Service) EnsureAdmin(ctx context.Context, rawEmail, password string) (b
 	return err == nil, err
 }
 
-// Page limits of ListUsers.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 200
-)
-
 // UserQuery selects a page of users in id order.
 type UserQuery struct {
 	// EmailContains keeps users whose email contains it (case-insensitive).
 	EmailContains string
-	// After is the cursor: the id of the last user of the previous page.
-	After int64
-	Limit int
+	page.Request
 }
 
-// UserPage is one page of users; NextCursor is nil on the last page.
-type UserPage struct {
-	Items      []User  `json:"items"`
-	NextCursor *string `json:"next_cursor"`
-}
+// userList is the platform admins' list of core users.
+var userList = auth.UserList[User]{Table: "coreuser", Columns: userColumns, Scan: scanUser, ID: func(u User) int64 { return u.ID }}
 
 // ListUsers returns one page of users (keyset pagination on id).
-func (s *Service) ListUsers(ctx context.Context, q UserQuery) (UserPage, error) {
-	if q.Limit == 0 {
-		q.Limit = DefaultPageSize
-	}
-	if q.Limit < 1 || q.Limit > MaxPageSize {
-		return UserPage{}, problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", MaxPageSize))
-	}
-	if q.After < 0 {
-		return UserPage{}, problem.Invalid("cursor", "is not a cursor this API returned")
-	}
-	if len(q.EmailContains) > 255 || !utf8.ValidString(q.EmailContains) || strings.ContainsRune(q.EmailContains, 0) {
-		return UserPage{}, problem.Invalid("email", "must be at most 255 bytes of UTF-8 text")
-	}
-	filter := strings.ToLower(strings.TrimSpace(q.EmailContains))
-	users, err := listUsers(ctx, s.db, filter, q.After, q.Limit+1)
-	if err != nil {
-		return UserPage{}, err
-	}
-	page := UserPage{Items: users}
-	if len(users) > q.Limit {
-		page.Items = users[:q.Limit]
-		next := strconv.FormatInt(page.Items[q.Limit-1].ID, 10)
-		page.NextCursor = &next
-	}
-	return page, nil
+func (s *Service) ListUsers(ctx context.Context, q UserQuery) (page.Page[User], error) {
+	return userList.Page(ctx, s.db, q.EmailContains, q.Request)
 }
 
 // UserPatch changes a user's flags; nil fields stay as they are.
@@ -377,12 +315,8 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (Us
 	var u User
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if patch.IsAdmin != nil && !*patch.IsAdmin {
-			admins, err := lockAdmins(ctx, tx)
-			if err != nil {
+			if err := auth.GuardLastAdmin(ctx, tx, "coreuser", "is_admin", id, ErrLastAdmin); err != nil {
 				return err
-			}
-			if len(admins) == 1 && admins[0] == id {
-				return ErrLastAdmin
 			}
 		}
 		var err error
@@ -390,30 +324,4 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (Us
 		return err
 	})
 	return u, err
-}
-
-// fieldErrors joins the validation problems among errs into one 422 that
-// names every failing field; any other error is returned as it is.
-func fieldErrors(errs ...error) error {
-	var joined *problem.Problem
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		var p *problem.Problem
-		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
-			return err
-		}
-		if joined == nil {
-			cp := *p
-			joined = &cp
-			continue
-		}
-		joined.Errors = append(append([]problem.FieldError(nil), joined.Errors...), p.Errors...)
-		joined.Detail += "; " + p.Detail
-	}
-	if joined == nil {
-		return nil
-	}
-	return joined
 }

@@ -9,14 +9,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"tenantbase/libs/pgutil"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/auth"
 )
 
 // querier is a pool or a transaction.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
@@ -40,22 +38,11 @@ func insertUser(ctx context.Context, q querier, n newUser) (User, error) {
 	u, err := scanUser(q.QueryRow(ctx, `INSERT INTO coreuser (email, password_hash, is_owner, is_admin, is_verified)
 		VALUES ($1, $2, $3, $4, $5) RETURNING `+userColumns,
 		n.email, n.hash, n.isOwner, n.isAdmin, n.isVerified))
-	switch pgutil.Code(err) {
-	case "":
-	case pgutil.UniqueViolation:
-		return User{}, ErrEmailTaken
-	case checkViolation:
-		// The database's lower() can disagree with Go's on rare letters;
-		// such an address is refused rather than stored in two spellings.
-		return User{}, problem.Invalid("email", "must be a valid email address")
-	}
-	if err != nil {
-		return User{}, fmt.Errorf("insert user: %w", err)
+	if err := auth.InsertUserError(err, ErrEmailTaken); err != nil {
+		return User{}, err
 	}
 	return u, nil
 }
-
-const checkViolation = "23514"
 
 func userByID(ctx context.Context, q querier, id int64) (User, error) {
 	u, err := scanUser(q.QueryRow(ctx, `SELECT `+userColumns+` FROM coreuser WHERE id = $1`, id))
@@ -134,34 +121,6 @@ func markVerified(ctx context.Context, tx pgx.Tx, userID int64) (User, error) {
 		return User{}, fmt.Errorf("mark user verified: %w", err)
 	}
 	return u, nil
-}
-
-func listUsers(ctx context.Context, q querier, emailContains string, after int64, limit int) ([]User, error) {
-	rows, err := q.Query(ctx, `SELECT `+userColumns+` FROM coreuser
-		WHERE id > $1 AND ($2 = '' OR strpos(email, $2) > 0)
-		ORDER BY id LIMIT $3`, after, emailContains, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (User, error) { return scanUser(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	return users, nil
-}
-
-// lockAdmins locks every admin row and returns their ids, so that two
-// admins demoting each other at once cannot leave the platform without one.
-func lockAdmins(ctx context.Context, tx pgx.Tx) ([]int64, error) {
-	rows, err := tx.Query(ctx, `SELECT id FROM coreuser WHERE is_admin ORDER BY id FOR UPDATE`)
-	if err != nil {
-		return nil, fmt.Errorf("lock admins: %w", err)
-	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		return nil, fmt.Errorf("lock admins: %w", err)
-	}
-	return ids, nil
 }
 
 func updateUserFlags(ctx context.Context, tx pgx.Tx, id int64, p UserPatch) (User, error) {

@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tenantbase/libs/auth"
 	"tenantbase/libs/pgutil"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/internal/organizations"
@@ -148,18 +149,11 @@ func openPassword(box *secretbox.Box, orgID int64, d organizations.Placement) (s
 // when the organization is no longer provisioning (ready after an earlier
 // run, or deleted meanwhile).
 func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
-	return p.withLock(ctx, "organization", orgID, func() error {
-		org, err := p.store.Get(ctx, orgID)
-		if errors.Is(err, organizations.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if org.Status != organizations.StatusProvisioning {
-			return nil
-		}
-		var creds Credentials
+	return p.withOrganization(ctx, orgID, organizations.StatusProvisioning, func(org organizations.Organization) error {
+		var (
+			creds Credentials
+			err   error
+		)
 		if err := p.step(ctx, orgID, StepCreateRole, func() error {
 			creds, err = p.ensureRole(ctx, org)
 			return err
@@ -386,8 +380,7 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE refresh_token SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL`, userID)
-		return err
+		return auth.RevokeAllRefresh(ctx, tx, userID)
 	})
 }
 
@@ -395,17 +388,7 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 // deleted with its event. It returns nil at once unless the organization
 // is being deleted.
 func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
-	return p.withLock(ctx, "organization", orgID, func() error {
-		org, err := p.store.Get(ctx, orgID)
-		if errors.Is(err, organizations.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if org.Status != organizations.StatusDeleting {
-			return nil
-		}
+	return p.withOrganization(ctx, orgID, organizations.StatusDeleting, func(org organizations.Organization) error {
 		id := pgx.Identifier{organizations.TenantName(orgID)}.Sanitize()
 		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
 			return fmt.Errorf("drop database: %w", err)
@@ -425,6 +408,24 @@ func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 // connection of its own: work on one organization (provisioning, deletion)
 // or one owner never overlaps, across processes too, and a crashed holder
 // releases the lock with its connection.
+// withOrganization runs fn under the organization's lock when it is (still)
+// in status, and returns nil at once when it is not or is gone.
+func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status string, fn func(organizations.Organization) error) error {
+	return p.withLock(ctx, "organization", orgID, func() error {
+		org, err := p.store.Get(ctx, orgID)
+		if errors.Is(err, organizations.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if org.Status != status {
+			return nil
+		}
+		return fn(org)
+	})
+}
+
 func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn func() error) error {
 	conn, err := pgx.Connect(ctx, p.coreDSN)
 	if err != nil {

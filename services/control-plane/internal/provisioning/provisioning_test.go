@@ -98,42 +98,6 @@ func (f *fixture) failAt(step string) {
 	})
 }
 
-func (f *fixture) exec(t *testing.T, dsn, sql string, args ...any) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func (f *fixture) queryRow(t *testing.T, dsn, sql string, args []any, dest ...any) {
-	t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	if err := conn.QueryRow(ctx, sql, args...).Scan(dest...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func onDatabase(t *testing.T, dsn, name string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
 // asRole is dsn logging in as role (the test server trusts local logins).
 func asRole(t *testing.T, dsn, role string) string {
 	t.Helper()
@@ -167,7 +131,7 @@ func (f *fixture) assertReady(t *testing.T, orgID int64) provisioning.Credential
 		t.Fatalf("organization %+v, want ready at schema version %d", org, latest)
 	}
 	var events int
-	f.queryRow(t, f.core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created'
+	testenv.QueryRow(t, f.core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created'
 		AND payload->'data'->>'tenant_id' = $1`, []any{strconv.FormatInt(orgID, 10)}, &events)
 	if events != 1 {
 		t.Fatalf("%d tenant.created events, want 1", events)
@@ -179,7 +143,7 @@ func (f *fixture) assertReady(t *testing.T, orgID int64) provisioning.Credential
 	name := organizations.TenantName(orgID)
 	var dbOwner, verifier string
 	var publicConnect, super, createDB, createRole bool
-	f.queryRow(t, f.server, `SELECT pg_get_userbyid(d.datdba), has_database_privilege('public', d.datname, 'CONNECT'),
+	testenv.QueryRow(t, f.server, `SELECT pg_get_userbyid(d.datdba), has_database_privilege('public', d.datname, 'CONNECT'),
 			a.rolpassword, a.rolsuper, a.rolcreatedb, a.rolcreaterole
 		FROM pg_database d, pg_authid a WHERE d.datname = $1 AND a.rolname = $1`, []any{name},
 		&dbOwner, &publicConnect, &verifier, &super, &createDB, &createRole)
@@ -191,9 +155,9 @@ func (f *fixture) assertReady(t *testing.T, orgID int64) provisioning.Credential
 		t.Fatal("the role's password is not the stored one")
 	}
 	var role, hash string
-	f.queryRow(t, onDatabase(t, f.server, name), `SELECT role, password_hash FROM tenantuser WHERE email = 'owner@example.com'`, nil, &role, &hash)
+	testenv.QueryRow(t, testenv.OnDatabase(t, f.server, name), `SELECT role, password_hash FROM tenantuser WHERE email = 'owner@example.com'`, nil, &role, &hash)
 	var coreHash string
-	f.queryRow(t, f.core, `SELECT password_hash FROM coreuser WHERE id = $1`, []any{f.ownerID}, &coreHash)
+	testenv.QueryRow(t, f.core, `SELECT password_hash FROM coreuser WHERE id = $1`, []any{f.ownerID}, &coreHash)
 	if role != "admin" || hash != coreHash {
 		t.Fatalf("owner in tenant: role %s, same hash %v; want admin with the core hash", role, hash == coreHash)
 	}
@@ -225,10 +189,10 @@ func TestScramVerifierMatchesPostgres(t *testing.T) {
 	f := newFixture(t)
 	role := "scram_check_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	quoted := pgx.Identifier{role}.Sanitize()
-	f.exec(t, f.server, "SET password_encryption = 'scram-sha-256'; CREATE ROLE "+quoted+" PASSWORD 'correct horse'")
-	t.Cleanup(func() { f.exec(t, f.server, "DROP ROLE IF EXISTS "+quoted) })
+	testenv.Exec(t, f.server, "SET password_encryption = 'scram-sha-256'; CREATE ROLE "+quoted+" PASSWORD 'correct horse'")
+	t.Cleanup(func() { testenv.Exec(t, f.server, "DROP ROLE IF EXISTS "+quoted) })
 	var stored string
-	f.queryRow(t, f.server, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, []any{role}, &stored)
+	testenv.QueryRow(t, f.server, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, []any{role}, &stored)
 	if !verifierMatches(t, stored, "correct horse") {
 		t.Fatalf("our verifier differs from Postgres's %q", stored)
 	}
@@ -252,7 +216,7 @@ func TestProvisionConverges(t *testing.T) {
 		{
 			name: "role exists with another password",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				f.exec(t, f.server, "CREATE ROLE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize()+" LOGIN PASSWORD 'left-over'")
+				testenv.Exec(t, f.server, "CREATE ROLE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize()+" LOGIN PASSWORD 'left-over'")
 			},
 		},
 		{
@@ -275,7 +239,7 @@ func TestProvisionConverges(t *testing.T) {
 		{
 			name: "database exists, owned by someone else",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				f.exec(t, f.server, "CREATE DATABASE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize())
+				testenv.Exec(t, f.server, "CREATE DATABASE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize())
 			},
 		},
 		{
@@ -288,8 +252,8 @@ func TestProvisionConverges(t *testing.T) {
 				f.setHook(nil)
 				// What golang-migrate leaves when the process dies between
 				// marking version 1 dirty and finishing it.
-				db := asRole(t, onDatabase(t, f.server, organizations.TenantName(org.ID)), organizations.TenantName(org.ID))
-				f.exec(t, db, `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
+				db := asRole(t, testenv.OnDatabase(t, f.server, organizations.TenantName(org.ID)), organizations.TenantName(org.ID))
+				testenv.Exec(t, db, `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
 					INSERT INTO schema_migrations VALUES (1, true); CREATE TABLE tenantuser (id int)`)
 			},
 		},
@@ -301,7 +265,7 @@ func TestProvisionConverges(t *testing.T) {
 					t.Fatal("the stopped run succeeded")
 				}
 				f.setHook(nil)
-				f.exec(t, onDatabase(t, f.server, organizations.TenantName(org.ID)),
+				testenv.Exec(t, testenv.OnDatabase(t, f.server, organizations.TenantName(org.ID)),
 					`INSERT INTO tenantuser (email, password_hash, role) VALUES ('owner@example.com', 'old-hash', 'member')`)
 			},
 		},
@@ -353,7 +317,7 @@ func TestProvisionConverges(t *testing.T) {
 			t.Fatal(err)
 		}
 		var dbs, roles int
-		f.queryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
+		testenv.QueryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
 			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{organizations.TenantName(org.ID)}, &dbs, &roles)
 		if dbs != 0 || roles != 0 {
 			t.Fatalf("provisioning of a deleting organization created %d databases and %d roles", dbs, roles)
@@ -370,7 +334,7 @@ func TestDeleteIsIdempotent(t *testing.T) {
 	}
 	creds := f.assertReady(t, org.ID)
 	// A connection to the tenant is still open: deletion must not wait for it.
-	conn, err := pgx.Connect(ctx, onDatabase(t, f.server, creds.Name))
+	conn, err := pgx.Connect(ctx, testenv.OnDatabase(t, f.server, creds.Name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,9 +352,9 @@ func TestDeleteIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	var dbs, roles, events int
-	f.queryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
+	testenv.QueryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
 		(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{creds.Name}, &dbs, &roles)
-	f.queryRow(t, f.core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.deleted'`, nil, &events)
+	testenv.QueryRow(t, f.core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.deleted'`, nil, &events)
 	if got.Status != organizations.StatusDeleted || got.Database.SealedPassword != nil || dbs != 0 || roles != 0 || events != 1 {
 		t.Fatalf("status %s, credentials kept %v, %d databases, %d roles, %d tenant.deleted; want deleted, none, 0, 0, 1",
 			got.Status, got.Database.SealedPassword != nil, dbs, roles, events)
@@ -409,11 +373,11 @@ func TestSyncOwnerPassword(t *testing.T) {
 		tenants = append(tenants, f.assertReady(t, org.ID))
 	}
 	// A live refresh token in the first tenant, to see it revoked.
-	f.exec(t, onDatabase(t, f.server, tenants[0].Name), `INSERT INTO refresh_token (family_id, user_id, token_hash, expires_at)
+	testenv.Exec(t, testenv.OnDatabase(t, f.server, tenants[0].Name), `INSERT INTO refresh_token (family_id, user_id, token_hash, expires_at)
 		SELECT gen_random_uuid(), id, 'hash', now() + interval '1 day' FROM tenantuser WHERE email = 'owner@example.com'`)
 
 	const newHash = "$2a$04$zyxwvutsrqponmlkjihgfeuA3pYdK0vuQpyVj8n2Kw3c0uO2mH1e6"
-	f.exec(t, f.core, `UPDATE coreuser SET password_hash = $2 WHERE id = $1`, f.ownerID, newHash)
+	testenv.Exec(t, f.core, `UPDATE coreuser SET password_hash = $2 WHERE id = $1`, f.ownerID, newHash)
 	for run := 1; run <= 2; run++ {
 		if err := f.prov.SyncOwnerPassword(ctx, f.ownerID); err != nil {
 			t.Fatalf("run %d: %v", run, err)
@@ -421,7 +385,7 @@ func TestSyncOwnerPassword(t *testing.T) {
 		for i, c := range tenants {
 			var hash string
 			var version int
-			f.queryRow(t, onDatabase(t, f.server, c.Name), `SELECT password_hash, token_version FROM tenantuser
+			testenv.QueryRow(t, testenv.OnDatabase(t, f.server, c.Name), `SELECT password_hash, token_version FROM tenantuser
 				WHERE email = 'owner@example.com'`, nil, &hash, &version)
 			if hash != newHash || version != 1 {
 				t.Fatalf("run %d, tenant %d: hash updated %v, token_version %d; want the new hash and exactly one bump", run, i, hash == newHash, version)
@@ -429,7 +393,7 @@ func TestSyncOwnerPassword(t *testing.T) {
 		}
 	}
 	var live int
-	f.queryRow(t, onDatabase(t, f.server, tenants[0].Name), `SELECT count(*) FROM refresh_token WHERE revoked_at IS NULL`, nil, &live)
+	testenv.QueryRow(t, testenv.OnDatabase(t, f.server, tenants[0].Name), `SELECT count(*) FROM refresh_token WHERE revoked_at IS NULL`, nil, &live)
 	if live != 0 {
 		t.Fatalf("%d refresh tokens survive the password change", live)
 	}
@@ -453,7 +417,7 @@ func TestMarkReadyResyncsAChangedPassword(t *testing.T) {
 		t.Fatal(err)
 	}
 	var jobs int
-	f.queryRow(t, f.core, `SELECT count(*) FROM river_job WHERE kind = 'sync_owner_password'
+	testenv.QueryRow(t, f.core, `SELECT count(*) FROM river_job WHERE kind = 'sync_owner_password'
 		AND (args->>'owner_id')::bigint = $1`, []any{f.ownerID}, &jobs)
 	if jobs != 1 {
 		t.Fatalf("%d password sync jobs, want 1", jobs)

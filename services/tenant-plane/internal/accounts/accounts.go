@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"time"
 
@@ -91,14 +90,6 @@ func (a Account) Profile() Profile {
 		Bio: a.Bio, AvatarURL: a.AvatarURL, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 }
 
-// Tokens answer a login, a refresh or a password change.
-type Tokens struct {
-	AccessToken  string `json:"access_token"`
-	TokenType    string `json:"token_type"`
-	ExpiresIn    int64  `json:"expires_in"`
-	RefreshToken string `json:"refresh_token"`
-}
-
 // Claims are a tenant access token's claims: the shared tenant claims
 // plus the user's token version, so that deactivation and a password
 // change end every token issued before.
@@ -130,8 +121,8 @@ func New(passwords *auth.Passwords, keys *auth.Keys, opts Options) *Service {
 // Register creates an active member. The password is hashed before any
 // connection is taken.
 func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string) (User, error) {
-	email, emailErr := auth.NormalizeEmail("email", rawEmail)
-	if err := fieldErrors(emailErr, auth.ValidatePassword("password", password)); err != nil {
+	email, err := auth.ValidateSignup(rawEmail, password)
+	if err != nil {
 		return User{}, err
 	}
 	hash, err := s.passwords.Hash(password)
@@ -150,32 +141,24 @@ func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string
 // failures lock the account for a while (429 with Retry-After). The
 // password is checked before the active flag, so that only the holder
 // of the password learns that the account is deactivated.
-func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, password string) (Tokens, error) {
-	email, emailErr := auth.NormalizeEmail("email", rawEmail)
-	var pwErr error
-	if password == "" {
-		pwErr = problem.Invalid("password", "is required")
-	}
-	if err := fieldErrors(emailErr, pwErr); err != nil {
-		return Tokens{}, err
-	}
-	id, err := auth.CheckPassword(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, email, password)
+func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, password string) (auth.Tokens, error) {
+	id, err := auth.Login(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, rawEmail, password)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	a, err := accountByID(ctx, db, id)
 	if errors.Is(err, ErrUserNotFound) {
-		return Tokens{}, auth.ErrInvalidCredentials
+		return auth.Tokens{}, auth.ErrInvalidCredentials
 	}
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	if !a.IsActive {
-		return Tokens{}, ErrUserInactive
+		return auth.Tokens{}, ErrUserInactive
 	}
 	refresh, err := auth.IssueRefresh(ctx, db, a.ID, s.opts.RefreshTokenTTL)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	return s.tokens(tenantID, a, refresh)
 }
@@ -183,26 +166,23 @@ func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, pa
 // Refresh rotates a refresh token and issues an access token carrying the
 // user's current role and token version. Presenting a token that was
 // already rotated revokes its whole family.
-func (s *Service) Refresh(ctx context.Context, db DB, tenantID int64, refreshToken string) (Tokens, error) {
-	if refreshToken == "" {
-		return Tokens{}, problem.Invalid("refresh_token", "is required")
-	}
+func (s *Service) Refresh(ctx context.Context, db DB, tenantID int64, refreshToken string) (auth.Tokens, error) {
 	id, next, err := auth.RotateRefresh(ctx, db, refreshToken, s.opts.RefreshTokenTTL)
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	a, err := accountByID(ctx, db, id)
 	if errors.Is(err, ErrUserNotFound) {
-		return Tokens{}, auth.ErrInvalidRefresh
+		return auth.Tokens{}, auth.ErrInvalidRefresh
 	}
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	if !a.IsActive {
 		if err := auth.RevokeAllRefresh(ctx, db, a.ID); err != nil {
-			return Tokens{}, err
+			return auth.Tokens{}, err
 		}
-		return Tokens{}, ErrUserInactive
+		return auth.Tokens{}, ErrUserInactive
 	}
 	return s.tokens(tenantID, a, next)
 }
@@ -210,9 +190,6 @@ func (s *Service) Refresh(ctx context.Context, db DB, tenantID int64, refreshTok
 // Logout revokes the session (the token family) refreshToken belongs to.
 // Unknown tokens are accepted silently: the session is gone either way.
 func (s *Service) Logout(ctx context.Context, db DB, refreshToken string) error {
-	if refreshToken == "" {
-		return problem.Invalid("refresh_token", "is required")
-	}
 	return auth.RevokeRefresh(ctx, db, refreshToken)
 }
 
@@ -252,28 +229,24 @@ func (s *Service) Authenticate(ctx context.Context, db DB, tenantID int64, token
 // ChangePassword replaces a's password after checking the current one
 // (throttled like a login), ends every other session and every access
 // token issued before, and returns a fresh session.
-func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a Account, current, next string) (Tokens, error) {
-	var curErr error
-	if current == "" {
-		curErr = problem.Invalid("current_password", "is required")
+func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a Account, current, next string) (auth.Tokens, error) {
+	err := auth.ValidatePasswordChange(current, next)
+	if err == nil && next == current {
+		err = problem.Invalid("new_password", "must differ from the current password")
 	}
-	nextErr := auth.ValidatePassword("new_password", next)
-	if nextErr == nil && next == current {
-		nextErr = problem.Invalid("new_password", "must differ from the current password")
-	}
-	if err := fieldErrors(curErr, nextErr); err != nil {
-		return Tokens{}, err
+	if err != nil {
+		return auth.Tokens{}, err
 	}
 	id, err := auth.CheckPassword(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, a.Email, current)
 	if errors.Is(err, auth.ErrInvalidCredentials) || (err == nil && id != a.ID) {
-		return Tokens{}, ErrWrongPassword
+		return auth.Tokens{}, ErrWrongPassword
 	}
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	hash, err := s.passwords.Hash(next)
 	if err != nil {
-		return Tokens{}, fmt.Errorf("hash password: %w", err)
+		return auth.Tokens{}, fmt.Errorf("hash password: %w", err)
 	}
 	var (
 		updated Account
@@ -291,53 +264,18 @@ func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a A
 		return err
 	})
 	if err != nil {
-		return Tokens{}, err
+		return auth.Tokens{}, err
 	}
 	return s.tokens(tenantID, updated, refresh)
 }
 
-func (s *Service) tokens(tenantID int64, a Account, refresh string) (Tokens, error) {
-	access, err := s.keys.Sign(Claims{
+func (s *Service) tokens(tenantID int64, a Account, refresh string) (auth.Tokens, error) {
+	return s.keys.Session(Claims{
 		TenantClaims: auth.TenantClaims{
 			RegisteredClaims: s.keys.Registered(strconv.FormatInt(a.ID, 10), auth.TenantAudience(tenantID), s.opts.AccessTokenTTL),
 			TenantID:         tenantID,
 			Role:             a.Role,
 		},
 		TokenVersion: a.TokenVersion,
-	})
-	if err != nil {
-		return Tokens{}, fmt.Errorf("sign access token: %w", err)
-	}
-	return Tokens{
-		AccessToken:  access,
-		TokenType:    "bearer",
-		ExpiresIn:    int64(s.opts.AccessTokenTTL / time.Second),
-		RefreshToken: refresh,
-	}, nil
-}
-
-// fieldErrors joins the validation problems among errs into one 422 that
-// names every failing field; any other error is returned as it is.
-func fieldErrors(errs ...error) error {
-	var joined *problem.Problem
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		var p *problem.Problem
-		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
-			return err
-		}
-		if joined == nil {
-			cp := *p
-			joined = &cp
-			continue
-		}
-		joined.Errors = append(append([]problem.FieldError(nil), joined.Errors...), p.Errors...)
-		joined.Detail += "; " + p.Detail
-	}
-	if joined == nil {
-		return nil
-	}
-	return joined
+	}, s.opts.AccessTokenTTL, refresh)
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"tenantbase/libs/auth"
+	"tenantbase/libs/page"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/libs/testenv"
@@ -83,7 +84,7 @@ func (f fixture) admin(t *testing.T, email string) User {
 	return u
 }
 
-func (f fixture) login(t *testing.T, email, password string) Tokens {
+func (f fixture) login(t *testing.T, email, password string) auth.Tokens {
 	t.Helper()
 	tok, err := f.svc.Login(context.Background(), f.db, tenantID, email, password)
 	if err != nil {
@@ -445,7 +446,7 @@ func TestListUsers(t *testing.T) {
 	f.register(t, "Other@Example.org")
 
 	var seen []string
-	q := UserQuery{Limit: 2}
+	q := UserQuery{Request: page.Request{Limit: 2}}
 	for pages := 0; ; pages++ {
 		page, err := f.svc.ListUsers(ctx, f.db, q)
 		if err != nil {
@@ -460,7 +461,7 @@ func TestListUsers(t *testing.T) {
 			}
 			break
 		}
-		q.After, _ = strconv.ParseInt(*page.NextCursor, 10, 64)
+		q.Cursor, _ = strconv.ParseInt(*page.NextCursor, 10, 64)
 	}
 	if len(seen) != 6 || seen[0] != "user0@example.com" || seen[5] != "other@example.org" {
 		t.Errorf("listed %v", seen)
@@ -475,8 +476,8 @@ func TestListUsers(t *testing.T) {
 		{"filter is case-insensitive", UserQuery{EmailContains: "EXAMPLE.ORG"}, 1, nil},
 		{"filter matches substrings", UserQuery{EmailContains: "user"}, 5, nil},
 		{"filter with LIKE wildcards is literal", UserQuery{EmailContains: "%"}, 0, nil},
-		{"limit too large", UserQuery{Limit: MaxPageSize + 1}, 0, []string{"limit"}},
-		{"negative cursor", UserQuery{After: -1}, 0, []string{"cursor"}},
+		{"limit too large", UserQuery{Request: page.Request{Limit: page.MaxLimit + 1}}, 0, []string{"limit"}},
+		{"negative cursor", UserQuery{Request: page.Request{Cursor: -1}}, 0, []string{"cursor"}},
 		{"filter too long", UserQuery{EmailContains: strings.Repeat("a", 256)}, 0, []string{"email"}},
 	}
 	for _, tc := range cases {

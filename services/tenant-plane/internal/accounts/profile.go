@@ -58,7 +58,7 @@ func (s *Service) UpdateProfile(ctx context.Context, db DB, id int64, patch Prof
 	name, nameErr := cleanText("display_name", patch.DisplayName.Value, MaxDisplayName, false)
 	bio, bioErr := cleanText("bio", patch.Bio.Value, MaxBio, true)
 	avatar, avatarErr := cleanURL("avatar_url", patch.AvatarURL.Value)
-	if err := fieldErrors(nameErr, bioErr, avatarErr); err != nil {
+	if err := problem.Join(nameErr, bioErr, avatarErr); err != nil {
 		return Profile{}, err
 	}
 	a, err := updateProfile(ctx, db, id, profileChange{

@@ -8,14 +8,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"tenantbase/libs/pgutil"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/auth"
 )
 
 // querier is a DB or a transaction.
 type querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
@@ -31,22 +29,11 @@ func scanAccount(row pgx.Row) (Account, error) {
 	return a, err
 }
 
-const checkViolation = "23514"
-
 func insertAccount(ctx context.Context, q querier, email, hash, role string) (Account, error) {
 	a, err := scanAccount(q.QueryRow(ctx, `INSERT INTO tenantuser (email, password_hash, role)
 		VALUES ($1, $2, $3) RETURNING `+accountColumns, email, hash, role))
-	switch pgutil.Code(err) {
-	case "":
-	case pgutil.UniqueViolation:
-		return Account{}, ErrEmailTaken
-	case checkViolation:
-		// The database's lower() can disagree with Go's on rare letters;
-		// such an address is refused rather than stored in two spellings.
-		return Account{}, problem.Invalid("email", "must be a valid email address")
-	}
-	if err != nil {
-		return Account{}, fmt.Errorf("insert user: %w", err)
+	if err := auth.InsertUserError(err, ErrEmailTaken); err != nil {
+		return Account{}, err
 	}
 	return a, nil
 }
@@ -88,20 +75,6 @@ func updateProfile(ctx context.Context, q querier, id int64, c profileChange) (A
 		return Account{}, fmt.Errorf("update profile: %w", err)
 	}
 	return a, err
-}
-
-func listAccounts(ctx context.Context, q querier, emailContains string, after int64, limit int) ([]Account, error) {
-	rows, err := q.Query(ctx, `SELECT `+accountColumns+` FROM tenantuser
-		WHERE id > $1 AND ($2 = '' OR strpos(email, $2) > 0)
-		ORDER BY id LIMIT $3`, after, emailContains, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	accounts, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Account, error) { return scanAccount(row) })
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", err)
-	}
-	return accounts, nil
 }
 
 // updateFlags changes is_active and role; deactivating bumps the token

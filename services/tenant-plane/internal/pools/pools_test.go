@@ -50,29 +50,13 @@ func newManager(t *testing.T, opts Options) *Manager {
 	return m
 }
 
-// sessions counts the server sessions on the given databases.
-func sessions(t *testing.T, admin *pgx.Conn, targets []Target) int {
-	t.Helper()
-	names := make([]string, len(targets))
+// names lists the targets' databases.
+func names(targets ...Target) []string {
+	out := make([]string, len(targets))
 	for i, tg := range targets {
-		names[i] = tg.Database
+		out[i] = tg.Database
 	}
-	var n int
-	if err := admin.QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, names).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
-
-func adminConn(t *testing.T) *pgx.Conn {
-	t.Helper()
-	c, err := pgx.Connect(context.Background(), testenv.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
+	return out
 }
 
 func currentDatabase(t *testing.T, l *Lease) string {
@@ -88,26 +72,7 @@ func TestBudgetIsNeverExceeded(t *testing.T) {
 	const budget = 3
 	targets := databases(t, 3*budget)
 	m := newManager(t, Options{Budget: budget, PerTenant: 2, AcquireTimeout: 20 * time.Second})
-	admin := adminConn(t)
-
-	var (
-		peak    atomic.Int64
-		stop    = make(chan struct{})
-		sampled = make(chan struct{})
-	)
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if n := int64(sessions(t, admin, targets)); n > peak.Load() {
-				peak.Store(n)
-			}
-		}
-	}()
+	stopSampling := testenv.Sessions(t).Peak(t, names(targets...)...)
 
 	var wg sync.WaitGroup
 	errs := make(chan error, len(targets)*4*10)
@@ -132,14 +97,13 @@ func TestBudgetIsNeverExceeded(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
+	peak := stopSampling()
 	close(errs)
 	for err := range errs {
 		t.Errorf("request failed: %v", err)
 	}
-	if p := peak.Load(); p > budget || p == 0 {
-		t.Errorf("peak sessions on tenant databases = %d, want 1..%d", p, budget)
+	if peak > budget || peak == 0 {
+		t.Errorf("peak sessions on tenant databases = %d, want 1..%d", peak, budget)
 	}
 	if n := testutil.ToFloat64(m.metrics.retired.WithLabelValues("lru_idle")) + testutil.ToFloat64(m.metrics.idleTrimmed); n == 0 {
 		t.Error("no pool or idle connection was closed to make room, so the budget was never under pressure")
@@ -150,7 +114,7 @@ func TestAcquireFailsFastWhenTheBudgetIsHeld(t *testing.T) {
 	targets := databases(t, 2)
 	a, b := targets[0], targets[1]
 	m := newManager(t, Options{Budget: 1, PerTenant: 1, AcquireTimeout: 200 * time.Millisecond})
-	admin := adminConn(t)
+	admin := testenv.Sessions(t)
 
 	held, err := m.Acquire(context.Background(), a)
 	if err != nil {
@@ -175,7 +139,7 @@ func TestAcquireFailsFastWhenTheBudgetIsHeld(t *testing.T) {
 	if db := currentDatabase(t, l); db != b.Database {
 		t.Errorf("connected to %s, want %s", db, b.Database)
 	}
-	if n := sessions(t, admin, []Target{a}); n != 0 {
+	if n := admin.Count(t, names(a)...); n != 0 {
 		t.Errorf("sessions on the evicted tenant's database = %d, want 0", n)
 	}
 	if got := testutil.ToFloat64(m.metrics.retired.WithLabelValues("lru_idle")); got != 1 {
@@ -187,7 +151,7 @@ func TestIdleConnectionOfABusyPoolIsTrimmed(t *testing.T) {
 	targets := databases(t, 2)
 	a, b := targets[0], targets[1]
 	m := newManager(t, Options{Budget: 2, PerTenant: 2, AcquireTimeout: 5 * time.Second})
-	admin := adminConn(t)
+	admin := testenv.Sessions(t)
 
 	a1, err := m.Acquire(context.Background(), a)
 	if err != nil {
@@ -211,7 +175,7 @@ func TestIdleConnectionOfABusyPoolIsTrimmed(t *testing.T) {
 	if db := currentDatabase(t, a1); db != a.Database {
 		t.Errorf("the busy tenant's lease now on %s, want %s", db, a.Database)
 	}
-	if n := sessions(t, admin, targets); n != 2 {
+	if n := admin.Count(t, names(targets...)...); n != 2 {
 		t.Errorf("sessions = %d, want 2", n)
 	}
 }
@@ -242,7 +206,7 @@ func TestPoolRefusesAConnectionToAnotherDatabase(t *testing.T) {
 func TestChangedTargetReplacesThePool(t *testing.T) {
 	targets := databases(t, 2)
 	m := newManager(t, Options{Budget: 2, PerTenant: 1, AcquireTimeout: 5 * time.Second})
-	admin := adminConn(t)
+	admin := testenv.Sessions(t)
 	first := targets[0]
 	moved := targets[1]
 	moved.TenantID = first.TenantID
@@ -260,14 +224,14 @@ func TestChangedTargetReplacesThePool(t *testing.T) {
 	if db := currentDatabase(t, l); db != moved.Database {
 		t.Errorf("after the move the tenant is served from %s, want %s", db, moved.Database)
 	}
-	testenv.Eventually(t, 5*time.Second, func() bool { return sessions(t, admin, []Target{first}) == 0 },
+	testenv.Eventually(t, 5*time.Second, func() bool { return admin.Count(t, names(first)...) == 0 },
 		"the old database's sessions are closed")
 }
 
 func TestRetireWaitsForLeases(t *testing.T) {
 	targets := databases(t, 1)
 	m := newManager(t, Options{Budget: 2, PerTenant: 2, AcquireTimeout: 5 * time.Second})
-	admin := adminConn(t)
+	admin := testenv.Sessions(t)
 
 	l, err := m.Acquire(context.Background(), targets[0])
 	if err != nil {
@@ -279,7 +243,7 @@ func TestRetireWaitsForLeases(t *testing.T) {
 		t.Fatalf("leased connection broken by Retire: on %q", db)
 	}
 	l.Release()
-	testenv.Eventually(t, 5*time.Second, func() bool { return sessions(t, admin, targets) == 0 },
+	testenv.Eventually(t, 5*time.Second, func() bool { return admin.Count(t, names(targets...)...) == 0 },
 		"the retired pool closes its connection once the lease returns")
 	testenv.Eventually(t, 5*time.Second, func() bool { return len(m.slots) == 0 }, "the budget slot is free again")
 }
