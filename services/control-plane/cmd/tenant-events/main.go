@@ -40,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL")
 	durable := fs.String("durable", "tenant-events-printer", "durable consumer name")
 	subject := fs.String("subject", events.TenantCreated, "event type to print (tenant.> for all)")
+	ackWait := fs.Duration("ack-wait", 30*time.Second, "redeliver an event not acknowledged within this time")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,7 +54,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cons, err := attach(ctx, js, *durable, *subject, stderr)
+	cons, err := attach(ctx, js, *durable, *subject, *ackWait, stderr)
 	if err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // attach creates or updates the durable consumer, waiting for the stream
 // when the control plane has not created it yet.
-func attach(ctx context.Context, js jetstream.JetStream, durable, subject string, stderr io.Writer) (jetstream.Consumer, error) {
+func attach(ctx context.Context, js jetstream.JetStream, durable, subject string, ackWait time.Duration, stderr io.Writer) (jetstream.Consumer, error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		cons, err := js.CreateOrUpdateConsumer(cctx, events.Stream, jetstream.ConsumerConfig{
@@ -108,7 +109,7 @@ func attach(ctx context.Context, js jetstream.JetStream, durable, subject string
 			FilterSubject: subject,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckWait:       30 * time.Second,
+			AckWait:       ackWait,
 		})
 		cancel()
 		if err == nil {

@@ -49,7 +49,11 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 		var out, errs testenv.LogBuffer
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer"}, &out, &errs) }()
+		// A pull request of the stopped first run can still take a message
+		// on the server; it comes back after the ack wait, kept short here.
+		go func() {
+			done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer", "-ack-wait", "1s"}, &out, &errs)
+		}()
 		testenv.Eventually(t, 10*time.Second, func() bool {
 			return strings.Count(out.String(), "\n") >= wantLines
 		}, "printed lines")
