@@ -26,7 +26,9 @@ test: ## Vet and test every module against a real Postgres (see libs/cmd/ensurep
 	echo "all modules passed"
 
 run: ## Start the whole system locally (both services, NATS, Postgres, ingress on :8000)
-	go run ./deploy/cmd/devstack
+	@mkdir -p .local/bin
+	@go build -o .local/bin/devstack ./deploy/cmd/devstack
+	@exec .local/bin/devstack
 
 build: ## Build both services into ./bin
 	@mkdir -p bin
