@@ -76,9 +76,7 @@ func NewJobs(pool *pgxpool.Pool, provisionAttempts int) (*Jobs, error) {
 func (j *Jobs) EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) error {
 	// One attempt more than configured: if recording the failure itself
 	// fails on the last attempt, the extra one only records it.
-	_, err := j.client.InsertTx(ctx, tx, ProvisionArgs{OrganizationID: orgID},
-		&river.InsertOpts{MaxAttempts: j.maxAttempts + 1, UniqueOpts: onePerOrganization})
-	if err != nil {
+	if err := j.insertOnce(ctx, tx, ProvisionArgs{OrganizationID: orgID}, j.maxAttempts+1); err != nil {
 		return fmt.Errorf("enqueue provisioning of organization %d: %w", orgID, err)
 	}
 	return nil
@@ -86,12 +84,24 @@ func (j *Jobs) EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) err
 
 // EnqueueDelete implements organizations.Jobs.
 func (j *Jobs) EnqueueDelete(ctx context.Context, tx pgx.Tx, orgID int64) error {
-	_, err := j.client.InsertTx(ctx, tx, DeleteArgs{OrganizationID: orgID},
-		&river.InsertOpts{MaxAttempts: untilDone, UniqueOpts: onePerOrganization})
-	if err != nil {
+	if err := j.insertOnce(ctx, tx, DeleteArgs{OrganizationID: orgID}, untilDone); err != nil {
 		return fmt.Errorf("enqueue deletion of organization %d: %w", orgID, err)
 	}
 	return nil
+}
+
+// insertOnce inserts a job unless one with the same arguments waits to
+// run. A job already running may be past the point where it reads the
+// organization (a failed provisioning finishing its attempt while the
+// organization is retried): then another job is inserted, which waits for
+// the organization's lock and acts on its status then.
+func (j *Jobs) insertOnce(ctx context.Context, tx pgx.Tx, args river.JobArgs, attempts int) error {
+	res, err := j.client.InsertTx(ctx, tx, args, &river.InsertOpts{MaxAttempts: attempts, UniqueOpts: onePerOrganization})
+	if err != nil || !res.UniqueSkippedAsDuplicate || res.Job.State != rivertype.JobStateRunning {
+		return err
+	}
+	_, err = j.client.InsertTx(ctx, tx, args, &river.InsertOpts{MaxAttempts: attempts})
+	return err
 }
 
 // EnqueueOwnerPasswordSync asks for the owner's tenant-admin rows to follow
