@@ -20,6 +20,7 @@ import (
 	"tenantbase/libs/problem"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/provisioning"
 )
 
@@ -31,14 +32,16 @@ type Addrs struct {
 
 // deps is what the parts of the control plane are built from.
 type deps struct {
-	cfg       Config
-	log       *slog.Logger
-	pool      *pgxpool.Pool
-	keys      *auth.Keys
-	passwords *auth.Passwords
-	metrics   *httpx.Metrics
-	public    *echo.Echo
-	internal  *echo.Echo
+	cfg  Config
+	log  *slog.Logger
+	pool *pgxpool.Pool
+	// deployment is this deployment's id, stored in the core database.
+	deployment string
+	keys       *auth.Keys
+	passwords  *auth.Passwords
+	metrics    *httpx.Metrics
+	public     *echo.Echo
+	internal   *echo.Echo
 	// accounts is set by mountAccounts, which runs first.
 	accounts *accounts.Service
 	// jobs is set by mountOrganizations; it enqueues background work in a
@@ -62,6 +65,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		return fmt.Errorf("core database: %w", err)
 	}
 	defer pool.Close()
+	dep, err := deployment.Ensure(ctx, pool, cfg.DeploymentID)
+	if err != nil {
+		return err
+	}
+	log.Info("deployment", "deployment_id", dep)
 
 	priv, err := auth.LoadSigningKey(cfg.JWTSigningKey.Reveal(), cfg.KeysDir, "control-plane-jwt")
 	if err != nil {
@@ -73,14 +81,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	}
 	metrics := httpx.NewMetrics()
 	d := &deps{
-		cfg:       cfg,
-		log:       log,
-		pool:      pool,
-		keys:      auth.NewKeys(cfg.JWTIssuer, priv),
-		passwords: passwords,
-		metrics:   metrics,
-		public:    httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics}),
-		internal:  httpx.New(httpx.Options{Log: log, Errors: errorTable}),
+		cfg:        cfg,
+		log:        log,
+		pool:       pool,
+		deployment: dep,
+		keys:       auth.NewKeys(cfg.JWTIssuer, priv),
+		passwords:  passwords,
+		metrics:    metrics,
+		public:     httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics}),
+		internal:   httpx.New(httpx.Options{Log: log, Errors: errorTable}),
 	}
 	d.internal.GET("/metrics", echo.WrapHandler(metrics.Handler()))
 	d.public.GET("/health", httpx.Health(cfg.Version))
@@ -151,6 +160,12 @@ func (c Config) validate() error {
 	}
 	if c.AccessTokenTTL <= 0 || c.RefreshTokenTTL <= 0 {
 		return errors.New("config: ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL must be positive")
+	}
+	if err := deployment.Validate(c.DeploymentID); err != nil {
+		return fmt.Errorf("config: DEPLOYMENT_ID: %w", err)
+	}
+	if err := c.eventChannel().Validate(); err != nil {
+		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
 	}
 	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
 		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")

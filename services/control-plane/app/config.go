@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"tenantbase/libs/config"
+	"tenantbase/libs/events"
 )
 
 // Config is the control plane's whole configuration, read from the
@@ -35,7 +36,18 @@ type Config struct {
 	// 32 bytes, base64. Empty outside production means a key generated once in KeysDir.
 	CredentialsKey config.Secret `envconfig:"CREDENTIALS_KEY"`
 
+	// DeploymentID names this deployment in tenant database and role names,
+	// in the tags on them and in events. Empty means the id stored in the
+	// core database, generated at random on the first start; set it (1 to
+	// 16 lowercase letters and digits) before the first start for readable
+	// names. It can never change afterwards.
+	DeploymentID string `envconfig:"DEPLOYMENT_ID"`
+
 	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// EventsStream and EventsSubjectPrefix name where events go; deployments
+	// sharing a NATS server (without separate NATS accounts) pick their own.
+	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`
+	EventsSubjectPrefix string `envconfig:"EVENTS_SUBJECT_PREFIX" default:"tenant"`
 	// EventsMaxAge bounds how long TENANT_EVENTS keeps messages.
 	EventsMaxAge time.Duration `envconfig:"EVENTS_MAX_AGE" default:"720h"`
 	// EventsReplicas is the stream's replica count (3 on a JetStream cluster).
@@ -89,6 +101,10 @@ type Config struct {
 	Workers int `envconfig:"WORKERS" default:"4"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
+}
+
+func (c Config) eventChannel() events.Channel {
+	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
 }
 
 // LoadConfig reads Config from the environment.

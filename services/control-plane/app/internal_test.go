@@ -126,7 +126,8 @@ func TestInternalTenantAPI(t *testing.T) {
 			}
 			if tc.database {
 				db := tenant.Database
-				name := "tenant_" + strconv.FormatInt(tenant.ID, 10)
+				name := cp.DatabaseName(t, tenant.ID)
+				assertTenantName(t, cp, tenant.ID, name)
 				if db.Name != name || db.User != name || db.Host == "" || db.Port == 0 || db.Password == "" {
 					t.Fatalf("database %+v", db)
 				}

@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -74,7 +75,7 @@ func mountOrganizations(ctx context.Context, d *deps) (func(context.Context) err
 		return nil, err
 	}
 	d.jobs = jobs
-	store := organizations.NewStore(d.pool, jobs)
+	store := organizations.NewStore(d.pool, jobs, d.deployment)
 	o := orgAPI{d: d, store: store, box: box}
 
 	d.public.POST("/organizations", o.handleCreate, d.requireUser)
@@ -122,6 +123,7 @@ func runOrganizations(ctx context.Context, d *deps, store *organizations.Store, 
 		}
 	}
 	prov, err := provisioning.New(ctx, d.pool, store, jobs, box, provisioning.Options{
+		Deployment: d.deployment,
 		CoreDSN:    cfg.DatabaseURL.Reveal(),
 		AdminDSN:   tenantAdminDSN(cfg),
 		Host:       cfg.TenantDBHost,
@@ -144,7 +146,7 @@ func runOrganizations(ctx context.Context, d *deps, store *organizations.Store, 
 		return err
 	}
 	bus, err := natsbus.Connect(cfg.NATSURL, "control-plane", natsbus.StreamOptions{
-		MaxAge: cfg.EventsMaxAge, Replicas: cfg.EventsReplicas,
+		Channel: cfg.eventChannel(), MaxAge: cfg.EventsMaxAge, Replicas: cfg.EventsReplicas,
 	}, d.log.With("component", "events"))
 	if err != nil {
 		return err
@@ -163,9 +165,17 @@ func runOrganizations(ctx context.Context, d *deps, store *organizations.Store, 
 		Retention: cfg.EventsMaxAge,
 	}
 
+	// Jobs drop and change tenant objects only when they carry their tag,
+	// so the objects of tenants provisioned before tags get theirs first.
+	runJobs := func(ctx context.Context) error {
+		if err := tagLegacy(ctx, prov, d.log); err != nil {
+			return nil
+		}
+		return runner.Run(ctx)
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
-	for i, run := range []func(context.Context) error{runner.Run, relay.Run} {
+	for i, run := range []func(context.Context) error{runJobs, relay.Run} {
 		wg.Go(func() {
 			if errs[i] = run(ctx); errs[i] != nil {
 				d.log.Error("background work stopped", "error", errs[i].Error())
@@ -174,6 +184,25 @@ func runOrganizations(ctx context.Context, d *deps, store *organizations.Store, 
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// tagLegacy runs prov.TagLegacy until it succeeds, retrying while the
+// tenant database server cannot be reached; it fails only when ctx ends.
+func tagLegacy(ctx context.Context, prov *provisioning.Provisioner, log *slog.Logger) error {
+	wait := time.Second
+	for {
+		err := prov.TagLegacy(ctx)
+		if err == nil {
+			return nil
+		}
+		log.Error("tagging tenants provisioned before tags failed; jobs wait", "error", err.Error(), "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
 }
 
 // requireService admits the tenant plane: Authorization: Bearer <SERVICE_TOKEN>.
@@ -391,7 +420,9 @@ func (o orgAPI) change(c echo.Context, status int, fn func(context.Context, int6
 // tenantBody is what the tenant plane learns about a tenant. database is
 // present only while the tenant is ready.
 type tenantBody struct {
-	ID            int64         `json:"id"`
+	ID int64 `json:"id"`
+	// Deployment lets the tenant plane ignore events of other deployments.
+	Deployment    string        `json:"deployment"`
 	Status        string        `json:"status"`
 	SchemaVersion int           `json:"schema_version"`
 	Database      *tenantDBBody `json:"database,omitempty"`
@@ -419,7 +450,7 @@ func (o orgAPI) handleInternalTenant(c echo.Context) error {
 		return err
 	}
 	httpx.AddLogAttrs(c, "tenant_id", id)
-	body := tenantBody{ID: org.ID, Status: org.Status, SchemaVersion: org.SchemaVersion}
+	body := tenantBody{ID: org.ID, Deployment: o.d.deployment, Status: org.Status, SchemaVersion: org.SchemaVersion}
 	if org.Status == organizations.StatusReady {
 		creds, err := provisioning.OpenCredentials(o.box, org)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,15 +41,30 @@ func expectProblem(t *testing.T, res *cptest.Response, status int, code string) 
 	}
 }
 
-// assertTenantDropped fails unless the database and the role of tenant
-// name are gone from server.
-func assertTenantDropped(t *testing.T, server, name string) {
+// assertTenantDropped fails unless no database or role of organization id
+// of cp (by its tag) or named name is left on server.
+func assertTenantDropped(t *testing.T, cp *cptest.ControlPlane, server string, id int64, name string) {
 	t.Helper()
+	tag := cptest.Tag(cp.Deployment, id)
+	for _, o := range cptest.TaggedObjects(t, server, cp.Deployment) {
+		if o.Tag == tag {
+			t.Fatalf("%s %s of organization %d remains", o.Kind, o.Name, id)
+		}
+	}
 	var dbs, roles int
 	testenv.QueryRow(t, server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
 		(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbs, &roles)
 	if dbs != 0 || roles != 0 {
 		t.Fatalf("%d databases and %d roles named %s remain", dbs, roles, name)
+	}
+}
+
+// assertTenantName fails unless name is a tenant object name of cp for organization id.
+func assertTenantName(t *testing.T, cp *cptest.ControlPlane, id int64, name string) {
+	t.Helper()
+	want := regexp.MustCompile("^tenant_" + cp.Deployment + "_" + strconv.FormatInt(id, 10) + "_[a-z0-9]{6}$")
+	if !want.MatchString(name) {
+		t.Fatalf("tenant database name %q, want tenant_<deployment>_<id>_<random>", name)
 	}
 }
 
@@ -105,7 +121,8 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 	}
 
 	tenant := cp.Tenant(t, org.ID)
-	name := "tenant_" + strconv.FormatInt(org.ID, 10)
+	name := cp.DatabaseName(t, org.ID)
+	assertTenantName(t, cp, org.ID, name)
 	if tenant.Database == nil || tenant.Database.Name != name || tenant.Database.User != name || tenant.Database.Password == "" {
 		t.Fatalf("internal tenant = %+v, want database %s with its own role", tenant, name)
 	}
@@ -138,7 +155,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 		cases := []struct {
 			name, database string
 		}{
-			{"another tenant's database", "tenant_" + strconv.FormatInt(otherOrg.ID, 10)},
+			{"another tenant's database", cp.DatabaseName(t, otherOrg.ID)},
 			{"the core database", databaseName(t, cp.DatabaseURL)},
 		}
 		for _, tc := range cases {
@@ -156,14 +173,14 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 			t.Fatalf("%d tenant.created events for %d, want 1", len(got), org.ID)
 		}
 		e := got[0]
-		for _, field := range []string{"specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data"} {
+		for _, field := range []string{"specversion", "id", "source", "type", "subject", "deployment", "time", "datacontenttype", "data"} {
 			if _, ok := e.Raw[field]; !ok {
 				t.Errorf("envelope lacks %q: %v", field, e.Raw)
 			}
 		}
 		env := e.Envelope
 		want := events.TenantData{TenantID: org.ID, Name: "Acme Corp", OwnerID: owner.ID, Status: "ready", SchemaVersion: int(latest)}
-		if env.SpecVersion != "1.0" || env.Source != "control-plane" || env.Type != events.TenantCreated ||
+		if env.SpecVersion != "1.0" || env.Source != events.Source(cp.Deployment) || env.Deployment != cp.Deployment || env.Type != events.TenantCreated ||
 			env.Subject != strconv.FormatInt(org.ID, 10) || env.DataContentType != "application/json" ||
 			env.Time.IsZero() || env.Data != want {
 			t.Fatalf("envelope = %+v, want data %+v", env, want)
@@ -318,7 +335,7 @@ func TestOrganizationDelete(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			org := cp.CreateReadyOrganization(t, owner, "Doomed")
-			name := "tenant_" + strconv.FormatInt(org.ID, 10)
+			name := cp.DatabaseName(t, org.ID)
 			path := "/organizations/" + strconv.FormatInt(org.ID, 10)
 
 			var got cptest.Organization
@@ -328,7 +345,7 @@ func TestOrganizationDelete(t *testing.T) {
 			}
 			cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
 
-			assertTenantDropped(t, server, name)
+			assertTenantDropped(t, cp, server, org.ID, name)
 			var sealed []byte
 			testenv.QueryRow(t, cp.DatabaseURL, `SELECT db_password_enc FROM organization WHERE id = $1`, []any{org.ID}, &sealed)
 			if sealed != nil {
@@ -351,14 +368,13 @@ func TestOrganizationDelete(t *testing.T) {
 		org := cp.CreateOrganization(t, owner.AccessToken, "Short-lived")
 		cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 		cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
-		name := "tenant_" + strconv.FormatInt(org.ID, 10)
-		assertTenantDropped(t, server, name)
+		assertTenantDropped(t, cp, server, org.ID, cp.DatabaseName(t, org.ID))
 	})
 }
 
 func TestOrganizationSuspendResume(t *testing.T) {
 	cp := cptest.Start(t, cptest.Options{})
-	log := cptest.Subscribe(t, cp.NATS.URL(), events.SubjectAll)
+	log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	admin := cp.LoginAdmin(t)
 	org := cp.CreateReadyOrganization(t, owner, "Pausable")

@@ -44,7 +44,7 @@ func BenchmarkProvisioning(b *testing.B) {
 	)
 	var cons jetstream.Consumer
 	testenv.Eventually(b, 30*time.Second, func() bool {
-		cons, err = js.CreateOrUpdateConsumer(ctx, events.Stream, jetstream.ConsumerConfig{
+		cons, err = js.CreateOrUpdateConsumer(ctx, events.DefaultStream, jetstream.ConsumerConfig{
 			Durable: "bench", FilterSubject: events.TenantCreated, AckPolicy: jetstream.AckExplicitPolicy,
 		})
 		return err == nil

@@ -76,7 +76,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 		c.ProvisionMaxAttempts = attempts
 		app.SetBeforeProvisionStep(c, steps.before)
 	}})
-	log := cptest.Subscribe(t, cp.NATS.URL(), events.SubjectAll)
+	log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 
 	for _, step := range []string{
@@ -222,7 +222,7 @@ func TestProvisioningWithLimitedAdmin(t *testing.T) {
 	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) { c.TenantDBAdminURL = config.Secret(u.String()) }})
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	org := cp.CreateReadyOrganization(t, owner, "Least privilege")
-	name := "tenant_" + strconv.FormatInt(org.ID, 10)
+	name := cp.DatabaseName(t, org.ID)
 	var dbOwner string
 	testenv.QueryRow(t, server, `SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1`, []any{name}, &dbOwner)
 	if dbOwner != name {
@@ -233,7 +233,7 @@ func TestProvisioningWithLimitedAdmin(t *testing.T) {
 
 	cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 	cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
-	assertTenantDropped(t, server, name)
+	assertTenantDropped(t, cp, server, org.ID, name)
 }
 
 // childControlPlane is the control plane binary run as a child process, so
@@ -362,8 +362,8 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		child.kill(t)
 		var progress []string
 		rows, _ := pool.Query(ctx, `SELECT o.id, o.status, o.db_password_enc IS NOT NULL,
-				EXISTS (SELECT FROM pg_roles WHERE rolname = 'tenant_' || o.id),
-				EXISTS (SELECT FROM pg_database WHERE datname = 'tenant_' || o.id)
+				EXISTS (SELECT FROM pg_roles WHERE rolname = o.db_user),
+				EXISTS (SELECT FROM pg_database WHERE datname = o.db_name)
 			FROM organization o ORDER BY o.id`)
 		for rows.Next() {
 			var id int64
@@ -382,8 +382,14 @@ func TestProvisioningCrashConverges(t *testing.T) {
 	}
 
 	server := testenv.PostgresURL(t)
+	dep := cptest.Deployment(t, core)
+	perTag := map[string]int{}
+	for _, o := range cptest.TaggedObjects(t, server, dep) {
+		perTag[o.Tag]++
+	}
 	for _, id := range ids {
-		name := "tenant_" + strconv.FormatInt(id, 10)
+		var name string
+		testenv.QueryRow(t, core, `SELECT db_name FROM organization WHERE id = $1`, []any{id}, &name)
 		var dbOwner string
 		var roles, admins, outbox int
 		testenv.QueryRow(t, server, `SELECT coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1), ''),
@@ -395,27 +401,13 @@ func TestProvisioningCrashConverges(t *testing.T) {
 			t.Errorf("%s: database owner %q, %d roles, %d admins, %d tenant.created in the outbox; want itself, 1, 1, 1",
 				name, dbOwner, roles, admins, outbox)
 		}
-	}
-	var leftovers []string
-	rows, err := pool.Query(ctx, `SELECT datname FROM pg_database WHERE datname ~ '^tenant_[0-9]+$'
-		UNION ALL SELECT rolname FROM pg_roles WHERE rolname ~ '^tenant_[0-9]+$'`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Other tests' tenants live in other id ranges (see cptest.CoreDatabase).
-	rangeStart := slices.Min(ids) - slices.Min(ids)%1_000_000
-	for _, n := range names {
-		id, _ := strconv.ParseInt(strings.TrimPrefix(n, "tenant_"), 10, 64)
-		if id >= rangeStart && id < rangeStart+1_000_000 && !slices.Contains(ids, id) {
-			leftovers = append(leftovers, n)
+		if n := perTag[cptest.Tag(dep, id)]; n != 2 {
+			t.Errorf("organization %d: %d tagged objects, want its database and its role", id, n)
 		}
+		delete(perTag, cptest.Tag(dep, id))
 	}
-	if len(leftovers) > 0 {
-		t.Errorf("orphans in this test's id range: %v", leftovers)
+	if len(perTag) > 0 {
+		t.Errorf("orphans tagged by this deployment: %v", perTag)
 	}
 
 	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)

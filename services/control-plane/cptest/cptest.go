@@ -25,6 +25,7 @@ import (
 	"tenantbase/libs/openapitest"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
+	"tenantbase/services/control-plane/internal/provisioning"
 )
 
 // Bootstrap admin of every control plane started here.
@@ -56,6 +57,8 @@ type ControlPlane struct {
 	*Client
 	Config      app.Config
 	DatabaseURL string
+	// Deployment is the deployment id of the core database.
+	Deployment string
 	// NATS is the embedded server, nil when Options.NATSURL was given.
 	NATS *testenv.NATSServer
 
@@ -116,7 +119,17 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	})
 	cp.PublicURL = "http://" + addrs.Public
 	cp.InternalURL = "http://" + addrs.Internal
+	cp.Deployment = Deployment(tb, cp.DatabaseURL)
 	return cp
+}
+
+// DatabaseName is the database name recorded for organization id ("" when
+// none was placed yet); it stays recorded after deletion.
+func (cp *ControlPlane) DatabaseName(tb testing.TB, id int64) string {
+	tb.Helper()
+	var name string
+	testenv.QueryRow(tb, cp.DatabaseURL, `SELECT coalesce(db_name, '') FROM organization WHERE id = $1`, []any{id}, &name)
+	return name
 }
 
 // Stop shuts the control plane down gracefully and waits for it; later
@@ -129,16 +142,12 @@ func (cp *ControlPlane) Logs() string { return cp.svc.Logs.String() }
 // LogLines returns every line the control plane logged so far, decoded.
 func (cp *ControlPlane) LogLines(tb testing.TB) []map[string]any { return cp.svc.Logs.JSONLines(tb) }
 
-// tenantIDSpan is how many organization ids one core database may use.
-const tenantIDSpan = 1_000_000
-
-// CoreDatabase creates a fresh, migrated core database whose organization
-// ids start at a random offset, and returns its DSN. Tests share one
-// Postgres server, where tenant databases and roles (tenant_<id>) are
-// server-wide: the offset keeps the names of concurrent tests apart. When
-// the test ends, the tenant databases and roles in its id range are dropped
-// (after every control plane started later has stopped), then the core
-// database.
+// CoreDatabase creates a fresh, migrated core database of a deployment
+// with a random id and returns its DSN. Tests share one Postgres server,
+// where tenant databases and roles are server-wide; their names and tags
+// carry the deployment. When the test ends, the databases and roles tagged
+// with the deployment are dropped (after every control plane started
+// later has stopped), then the core database.
 func CoreDatabase(tb testing.TB) string {
 	tb.Helper()
 	dsn := testenv.NewDatabase(tb)
@@ -146,15 +155,60 @@ func CoreDatabase(tb testing.TB) string {
 	if _, err := app.Migrate(context.Background(), cfg); err != nil {
 		tb.Fatalf("cptest: migrate core database: %v", err)
 	}
-	first := (1 + rand.Int64N(1_000_000)) * tenantIDSpan
-	testenv.Exec(tb, dsn, fmt.Sprintf("ALTER SEQUENCE organization_id_seq RESTART WITH %d", first))
+	dep := "t" + strconv.FormatUint(rand.Uint64N(1<<50), 36)
+	testenv.Exec(tb, dsn, `INSERT INTO deployment (id) VALUES ($1)`, dep)
 	server := testenv.PostgresURL(tb)
-	tb.Cleanup(func() { dropTenants(tb, server, first, first+tenantIDSpan) })
+	tb.Cleanup(func() { DropDeployment(tb, server, dep) })
 	return dsn
 }
 
-// dropTenants removes the tenant databases and roles with ids in [from, to).
-func dropTenants(tb testing.TB, server string, from, to int64) {
+// Deployment returns the deployment id stored in the core database at dsn.
+func Deployment(tb testing.TB, dsn string) string {
+	tb.Helper()
+	var id string
+	testenv.QueryRow(tb, dsn, `SELECT id FROM deployment`, nil, &id)
+	return id
+}
+
+// TaggedObject is a database or role carrying a control plane's tag.
+type TaggedObject struct {
+	Kind string // "database" or "role"
+	Name string
+	Tag  string
+}
+
+// TaggedObjects lists the databases and roles on server tagged by
+// deployment dep, databases first, by name.
+func TaggedObjects(tb testing.TB, server, dep string) []TaggedObject {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, server)
+	if err != nil {
+		tb.Fatalf("cptest: %v", err)
+	}
+	defer conn.Close(context.Background())
+	rows, err := conn.Query(ctx, `SELECT 'database', datname, shobj_description(oid, 'pg_database') FROM pg_database
+			WHERE starts_with(shobj_description(oid, 'pg_database'), $1)
+		UNION ALL SELECT 'role', rolname, shobj_description(oid, 'pg_authid') FROM pg_roles
+			WHERE starts_with(shobj_description(oid, 'pg_authid'), $1)
+		ORDER BY 1, 2`, provisioning.TagPrefix(dep))
+	if err != nil {
+		tb.Fatalf("cptest: list tagged objects: %v", err)
+	}
+	objs, err := pgx.CollectRows(rows, pgx.RowToStructByPos[TaggedObject])
+	if err != nil {
+		tb.Fatalf("cptest: list tagged objects: %v", err)
+	}
+	return objs
+}
+
+// Tag is the tag of organization id's database and role in deployment dep.
+func Tag(dep string, id int64) string { return provisioning.Tag(dep, id) }
+
+// DropDeployment removes the databases and roles on server that carry the
+// tag of deployment dep.
+func DropDeployment(tb testing.TB, server, dep string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, server)
@@ -163,13 +217,12 @@ func dropTenants(tb testing.TB, server string, from, to int64) {
 		return
 	}
 	defer conn.Close(context.Background())
+	prefix := provisioning.TagPrefix(dep)
 	for _, q := range []struct{ list, drop string }{
-		{`SELECT datname FROM pg_database WHERE datname ~ '^tenant_[0-9]+$'
-			AND substr(datname, 8)::numeric >= $1 AND substr(datname, 8)::numeric < $2`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
-		{`SELECT rolname FROM pg_roles WHERE rolname ~ '^tenant_[0-9]+$'
-			AND substr(rolname, 8)::numeric >= $1 AND substr(rolname, 8)::numeric < $2`, "DROP ROLE IF EXISTS %s"},
+		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1)`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
+		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1)`, "DROP ROLE IF EXISTS %s"},
 	} {
-		rows, err := conn.Query(ctx, q.list, from, to)
+		rows, err := conn.Query(ctx, q.list, prefix)
 		if err != nil {
 			tb.Errorf("cptest: list tenants: %v", err)
 			return

@@ -25,12 +25,13 @@ type Received struct {
 	MsgID   string
 }
 
-// EventLog reads TENANT_EVENTS through a durable consumer of its own, the
-// way subscribers are meant to, and keeps what it received.
+// EventLog reads an event stream through a durable consumer of its own,
+// the way subscribers are meant to, and keeps what it received.
 type EventLog struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	durable string
+	stream  string
 	filter  string
 
 	mu       sync.Mutex
@@ -42,10 +43,17 @@ var durableSeq struct {
 	n int
 }
 
-// Subscribe returns an EventLog for the events matching filter (e.g.
-// "tenant.>" or "tenant.created") on the NATS server at url. The consumer
-// is created on the first wait, so the stream may appear later.
+// Subscribe returns an EventLog for the events of the default channel
+// (TENANT_EVENTS) matching filter (e.g. "tenant.>" or "tenant.created") on
+// the NATS server at url. The consumer is created on the first wait, so
+// the stream may appear later.
 func Subscribe(tb testing.TB, url, filter string) *EventLog {
+	tb.Helper()
+	return SubscribeStream(tb, url, events.DefaultStream, filter)
+}
+
+// SubscribeStream is Subscribe on another stream.
+func SubscribeStream(tb testing.TB, url, stream, filter string) *EventLog {
 	tb.Helper()
 	nc, err := nats.Connect(url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
@@ -60,7 +68,7 @@ func Subscribe(tb testing.TB, url, filter string) *EventLog {
 	durableSeq.n++
 	name := fmt.Sprintf("cptest-%d", durableSeq.n)
 	durableSeq.Unlock()
-	return &EventLog{nc: nc, js: js, durable: name, filter: filter}
+	return &EventLog{nc: nc, js: js, durable: name, stream: stream, filter: filter}
 }
 
 // WaitFor receives until at least n events arrived in total, failing the
@@ -117,7 +125,7 @@ func (l *EventLog) fetch(wait time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := l.js.CreateOrUpdateConsumer(ctx, events.Stream, jetstream.ConsumerConfig{
+	cons, err := l.js.CreateOrUpdateConsumer(ctx, l.stream, jetstream.ConsumerConfig{
 		Durable:       l.durable,
 		FilterSubject: l.filter,
 		AckPolicy:     jetstream.AckExplicitPolicy,

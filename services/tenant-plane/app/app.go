@@ -157,7 +157,7 @@ func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tenants.Follow(ctx, js, since, log, a.applyEvent)
+		tenants.Follow(ctx, js, cfg.eventChannel(), since, log, a.applyEvent)
 	}()
 	return func() {
 		cancel()
@@ -167,8 +167,13 @@ func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop 
 }
 
 // applyEvent drops what the cache knows of the tenant, and closes its
-// pool when its connections must not be used any longer.
+// pool when its connections must not be used any longer. Tenant ids are
+// unique within a deployment only: events of another deployment sharing
+// the stream are ignored.
 func (a *api) applyEvent(id int64, ev events.Envelope) {
+	if !ev.FromDeployment(a.resolver.Deployment()) {
+		return
+	}
 	a.resolver.Invalidate(id)
 	switch ev.Type {
 	case events.TenantSuspended, events.TenantDeleted, events.TenantUpdated:
@@ -190,6 +195,9 @@ func (c Config) validate() error {
 		return errors.New("config: LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive")
 	case c.ServiceToken == "":
 		return errors.New("config: SERVICE_TOKEN is required")
+	}
+	if err := c.eventChannel().Validate(); err != nil {
+		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
 	}
 	return config.RequireInProduction(c.Env, map[string]config.Secret{"JWT_SIGNING_KEY": c.JWTSigningKey}, c.ServiceToken)
 }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"tenantbase/libs/config"
+	"tenantbase/libs/events"
 )
 
 // Config is the tenant plane's whole configuration, read from the
@@ -22,6 +23,9 @@ type Config struct {
 	ControlPlaneURL string        `envconfig:"CONTROL_PLANE_URL" default:"http://127.0.0.1:8082"`
 	ServiceToken    config.Secret `envconfig:"SERVICE_TOKEN" default:"local-dev-service-token"`
 	NATSURL         string        `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// EventsStream and EventsSubjectPrefix must match the control plane's.
+	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`
+	EventsSubjectPrefix string `envconfig:"EVENTS_SUBJECT_PREFIX" default:"tenant"`
 
 	// Tenant lookup cache.
 	CacheTTL         time.Duration `envconfig:"TENANT_CACHE_TTL" default:"5m"`
@@ -52,6 +56,10 @@ type Config struct {
 	LoginLockout     time.Duration `envconfig:"LOGIN_LOCKOUT" default:"15m"`
 
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
+}
+
+func (c Config) eventChannel() events.Channel {
+	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
 }
 
 // LoadConfig reads Config from the environment.

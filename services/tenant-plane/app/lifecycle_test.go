@@ -147,3 +147,39 @@ func TestReplicasShareTokens(t *testing.T) {
 	other := startPlane(t, w.dir.URL, w.cp.NATS.URL(), nil)
 	other.call(t, http.MethodGet, "/profile", a, tok.AccessToken, nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
 }
+
+// TestOtherDeploymentsEventsIgnored shares one NATS stream between two
+// deployments whose tenant ids collide: the other deployment suspending
+// its tenant of the same id leaves this plane's cached tenant alone, while
+// this deployment's own events still apply.
+func TestOtherDeploymentsEventsIgnored(t *testing.T) {
+	a := cptest.Start(t, cptest.Options{})
+	b := cptest.Start(t, cptest.Options{NATSURL: a.NATS.URL()})
+	for _, cp := range []*cptest.ControlPlane{a, b} {
+		testenv.Exec(t, cp.DatabaseURL, `SELECT setval('organization_id_seq', 70)`)
+	}
+	ownerA := a.SignUpOwner(t, "owner@a.example", ownerPassword)
+	ownerB := b.SignUpOwner(t, "owner@b.example", ownerPassword)
+	same := a.CreateReadyOrganization(t, ownerA, "A1")
+	other := a.CreateReadyOrganization(t, ownerA, "A2")
+	if theirs := b.CreateReadyOrganization(t, ownerB, "B1"); theirs.ID != same.ID {
+		t.Fatalf("ids %d and %d: the test needs colliding ids", same.ID, theirs.ID)
+	}
+	dir := newDirectory(t, a.InternalURL)
+	tp := startPlane(t, dir.URL, a.NATS.URL(), nil)
+	tokSame := tp.login(t, same.ID, ownerA.Email, ownerPassword).AccessToken
+	tokOther := tp.login(t, other.ID, ownerA.Email, ownerPassword).AccessToken
+	tp.call(t, http.MethodGet, "/profile", same.ID, tokSame, nil).Expect(t, http.StatusOK)
+	lookups := dir.lookups(same.ID)
+
+	b.Do(t, http.MethodPost, path("/admin/organizations/%d/suspend", same.ID), b.LoginAdmin(t), nil).Expect(t, http.StatusOK)
+	// The stream is ordered: once A's later event has applied, B's was seen.
+	a.Do(t, http.MethodPost, path("/admin/organizations/%d/suspend", other.ID), a.LoginAdmin(t), nil).Expect(t, http.StatusOK)
+	testenv.Eventually(t, 20*time.Second, func() bool {
+		return tp.call(t, http.MethodGet, "/profile", other.ID, tokOther, nil).Status == http.StatusForbidden
+	}, "this deployment's suspension applies")
+	tp.call(t, http.MethodGet, "/profile", same.ID, tokSame, nil).Expect(t, http.StatusOK)
+	if n := dir.lookups(same.ID); n != lookups {
+		t.Fatalf("tenant %d looked up %d times after the other deployment's event, want %d (no invalidation)", same.ID, n, lookups)
+	}
+}

@@ -1,7 +1,9 @@
 // Command tenant-events is a minimal subscriber of the tenant lifecycle
-// events: it attaches a durable JetStream consumer to TENANT_EVENTS and
-// prints each event of the chosen type (tenant.created by default) as one
-// line, skipping redeliveries of an event it has already printed.
+// events: it attaches a durable JetStream consumer to the event stream
+// (TENANT_EVENTS unless EVENTS_STREAM says otherwise) and prints each event
+// of the chosen type (tenant.created by default) as one line, skipping
+// redeliveries of an event it has already printed and, with -deployment,
+// events of other deployments.
 //
 //	go run ./services/control-plane/cmd/tenant-events -nats nats://127.0.0.1:4222
 //
@@ -40,9 +42,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	natsURL := fs.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL")
 	durable := fs.String("durable", "tenant-events-printer", "durable consumer name")
 	subject := fs.String("subject", events.TenantCreated, "event type to print (tenant.> for all)")
+	stream := fs.String("stream", envOr("EVENTS_STREAM", events.DefaultStream), "JetStream stream of the deployment's events")
+	prefix := fs.String("prefix", envOr("EVENTS_SUBJECT_PREFIX", events.DefaultPrefix), "subject prefix of the deployment's events")
+	deployment := fs.String("deployment", os.Getenv("DEPLOYMENT_ID"), "print only events of this deployment (empty: all)")
 	ackWait := fs.Duration("ack-wait", 30*time.Second, "redeliver an event not acknowledged within this time")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	channel := events.Channel{Stream: *stream, Prefix: *prefix}
+	if err := channel.Validate(); err != nil {
+		return err
+	}
+	filter := channel.All()
+	if *subject != "tenant.>" {
+		filter = channel.Subject(*subject)
 	}
 
 	nc, err := nats.Connect(*natsURL, nats.Name("tenant-events"), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
@@ -54,11 +67,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cons, err := attach(ctx, js, *durable, *subject, *ackWait, stderr)
+	cons, err := attach(ctx, js, channel.Stream, *durable, filter, *ackWait, stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "consumer %s on %s (%s) attached\n", *durable, events.Stream, *subject)
+	fmt.Fprintf(stderr, "consumer %s on %s (%s) attached\n", *durable, channel.Stream, filter)
 
 	// JetStream drops republished duplicates within its window; a message
 	// redelivered because its ack was lost still arrives twice, so the
@@ -88,7 +101,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			_ = msg.Term()
 			continue
 		}
-		if seen.add(e.ID) {
+		if e.FromDeployment(*deployment) && seen.add(e.ID) {
 			fmt.Fprintf(stdout, "%s %s tenant=%d name=%q owner=%d status=%s schema_version=%d id=%s\n",
 				e.Time.Format(time.RFC3339), e.Type, e.Data.TenantID, e.Data.Name, e.Data.OwnerID,
 				e.Data.Status, e.Data.SchemaVersion, e.ID)
@@ -101,10 +114,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 // attach creates or updates the durable consumer, waiting for the stream
 // when the control plane has not created it yet.
-func attach(ctx context.Context, js jetstream.JetStream, durable, subject string, ackWait time.Duration, stderr io.Writer) (jetstream.Consumer, error) {
+func attach(ctx context.Context, js jetstream.JetStream, stream, durable, subject string, ackWait time.Duration, stderr io.Writer) (jetstream.Consumer, error) {
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		cons, err := js.CreateOrUpdateConsumer(cctx, events.Stream, jetstream.ConsumerConfig{
+		cons, err := js.CreateOrUpdateConsumer(cctx, stream, jetstream.ConsumerConfig{
 			Durable:       durable,
 			FilterSubject: subject,
 			AckPolicy:     jetstream.AckExplicitPolicy,
@@ -115,7 +128,7 @@ func attach(ctx context.Context, js jetstream.JetStream, durable, subject string
 		if err == nil {
 			return cons, nil
 		}
-		fmt.Fprintf(stderr, "waiting for stream %s: %v\n", events.Stream, err)
+		fmt.Fprintf(stderr, "waiting for stream %s: %v\n", stream, err)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

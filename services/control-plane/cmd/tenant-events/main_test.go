@@ -16,8 +16,9 @@ import (
 )
 
 // TestPrintsEachTenantCreatedOnce runs the subscriber twice with the same
-// durable name: it prints tenant.created events only, a redelivered event
-// once, and after a restart only what it has not acknowledged yet.
+// durable name: it prints tenant.created events of its deployment only, a
+// redelivered event once, and after a restart only what it has not
+// acknowledged yet.
 func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 	srv := testenv.NATS(t)
 	nc, err := nats.Connect(srv.URL())
@@ -27,7 +28,7 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 	defer nc.Close()
 	js, _ := jetstream.New(nc)
 	ctx := context.Background()
-	if _, err := js.CreateOrUpdateStream(ctx, natsbus.StreamConfig(natsbus.StreamOptions{MaxAge: time.Hour})); err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, natsbus.StreamConfig(natsbus.StreamOptions{Channel: events.DefaultChannel, MaxAge: time.Hour})); err != nil {
 		t.Fatal(err)
 	}
 	publish := func(e events.Envelope) {
@@ -37,12 +38,14 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	first := events.New(events.TenantCreated, events.TenantData{TenantID: 41, Name: "Acme", OwnerID: 7, Status: "ready", SchemaVersion: 1})
+	first := events.New(events.TenantCreated, "prod", events.TenantData{TenantID: 41, Name: "Acme", OwnerID: 7, Status: "ready", SchemaVersion: 1})
 	publish(first)
-	publish(events.New(events.TenantDeleted, events.TenantData{TenantID: 40, Name: "Old", OwnerID: 7, Status: "deleted"}))
+	publish(events.New(events.TenantDeleted, "prod", events.TenantData{TenantID: 40, Name: "Old", OwnerID: 7, Status: "deleted"}))
 	// The same event stored twice, as a lost ack would deliver it again.
 	publish(first)
-	publish(events.New(events.TenantCreated, events.TenantData{TenantID: 42, Name: "Globex", OwnerID: 8, Status: "ready", SchemaVersion: 1}))
+	// Another deployment's event on the same stream is not this subscriber's.
+	publish(events.New(events.TenantCreated, "staging", events.TenantData{TenantID: 41, Name: "Other", OwnerID: 1, Status: "ready"}))
+	publish(events.New(events.TenantCreated, "prod", events.TenantData{TenantID: 42, Name: "Globex", OwnerID: 8, Status: "ready", SchemaVersion: 1}))
 
 	runFor := func(wantLines int) []string {
 		t.Helper()
@@ -52,7 +55,7 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 		// A pull request of the stopped first run can still take a message
 		// on the server; it comes back after the ack wait, kept short here.
 		go func() {
-			done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer", "-ack-wait", "1s"}, &out, &errs)
+			done <- run(ctx, []string{"-nats", srv.URL(), "-durable", "printer", "-ack-wait", "1s", "-deployment", "prod"}, &out, &errs)
 		}()
 		testenv.Eventually(t, 10*time.Second, func() bool {
 			return strings.Count(out.String(), "\n") >= wantLines
@@ -67,8 +70,8 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 	}
 
 	lines := runFor(2)
-	if len(lines) != 2 || !strings.Contains(lines[0], "tenant=41") || !strings.Contains(lines[1], "tenant=42") {
-		t.Fatalf("first run printed %q, want tenants 41 and 42 once each", lines)
+	if len(lines) != 2 || !strings.Contains(lines[0], `tenant=41 name="Acme"`) || !strings.Contains(lines[1], "tenant=42") {
+		t.Fatalf("first run printed %q, want tenants 41 (of prod) and 42 once each", lines)
 	}
 	for _, l := range lines {
 		if !strings.Contains(l, " tenant.created ") {
@@ -76,7 +79,7 @@ func TestPrintsEachTenantCreatedOnce(t *testing.T) {
 		}
 	}
 
-	publish(events.New(events.TenantCreated, events.TenantData{TenantID: 43, Name: "Initech", OwnerID: 9, Status: "ready", SchemaVersion: 1}))
+	publish(events.New(events.TenantCreated, "prod", events.TenantData{TenantID: 43, Name: "Initech", OwnerID: 9, Status: "ready", SchemaVersion: 1}))
 	lines = runFor(1)
 	if len(lines) != 1 || !strings.Contains(lines[0], "tenant=43") {
 		t.Fatalf("second run printed %q, want only tenant 43", lines)

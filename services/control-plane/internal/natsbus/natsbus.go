@@ -1,6 +1,6 @@
-// Package natsbus publishes tenant events to the JetStream stream
-// TENANT_EVENTS. A NATS server that is down, at start or later, delays
-// publishing and never stops the control plane.
+// Package natsbus publishes tenant events to the deployment's JetStream
+// stream (TENANT_EVENTS by default). A NATS server that is down, at start
+// or later, delays publishing and never stops the control plane.
 package natsbus
 
 import (
@@ -20,20 +20,24 @@ import (
 // that lost a PubAck republishes within seconds, well inside it.
 const DuplicateWindow = 2 * time.Minute
 
-// StreamOptions are the operator's choices for TENANT_EVENTS.
+// StreamOptions are the operator's choices for the event stream.
 type StreamOptions struct {
+	// Channel names the stream and the subject prefix; zero means
+	// events.DefaultChannel.
+	Channel events.Channel
 	// MaxAge is how long the stream keeps events.
 	MaxAge time.Duration
 	// Replicas is 1 on a single server, 3 on a JetStream cluster.
 	Replicas int
 }
 
-// StreamConfig is the TENANT_EVENTS configuration the control plane keeps.
+// StreamConfig is the stream configuration the control plane keeps.
 func StreamConfig(o StreamOptions) jetstream.StreamConfig {
+	o = o.withDefaults()
 	return jetstream.StreamConfig{
-		Name:        events.Stream,
+		Name:        o.Channel.Stream,
 		Description: "Tenant lifecycle events published by the control plane",
-		Subjects:    []string{events.SubjectAll},
+		Subjects:    []string{o.Channel.All()},
 		Storage:     jetstream.FileStorage,
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      o.MaxAge,
@@ -42,12 +46,20 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// Bus is a NATS connection that publishes to TENANT_EVENTS.
+func (o StreamOptions) withDefaults() StreamOptions {
+	if o.Channel == (events.Channel{}) {
+		o.Channel = events.DefaultChannel
+	}
+	return o
+}
+
+// Bus is a NATS connection that publishes to the event stream.
 type Bus struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	stream jetstream.StreamConfig
-	log    *slog.Logger
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	channel events.Channel
+	stream  jetstream.StreamConfig
+	log     *slog.Logger
 
 	mu      sync.Mutex
 	ensured bool
@@ -79,10 +91,11 @@ func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) 
 		nc.Close()
 		return nil, fmt.Errorf("natsbus: %w", err)
 	}
-	return &Bus{nc: nc, js: js, stream: StreamConfig(o), log: log}, nil
+	o = o.withDefaults()
+	return &Bus{nc: nc, js: js, channel: o.Channel, stream: StreamConfig(o), log: log}, nil
 }
 
-// EnsureStream creates TENANT_EVENTS or updates it to the configured settings.
+// EnsureStream creates the stream or updates it to the configured settings.
 func (b *Bus) EnsureStream(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -94,10 +107,11 @@ func (b *Bus) EnsureStream(ctx context.Context) error {
 	return nil
 }
 
-// Publish sends one event with Nats-Msg-Id = msgID and waits for the PubAck.
-// A PubAck flagged duplicate means JetStream already holds the event, which
-// is success too.
-func (b *Bus) Publish(ctx context.Context, subject, msgID string, data []byte) error {
+// Publish sends one event of eventType on its subject with Nats-Msg-Id =
+// msgID and waits for the PubAck. A PubAck flagged duplicate means
+// JetStream already holds the event, which is success too.
+func (b *Bus) Publish(ctx context.Context, eventType, msgID string, data []byte) error {
+	subject := b.channel.Subject(eventType)
 	if !b.nc.IsConnected() {
 		return fmt.Errorf("natsbus: not connected (%s)", b.nc.Status())
 	}

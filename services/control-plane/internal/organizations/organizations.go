@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -70,10 +69,6 @@ type Placement struct {
 	SealedPassword []byte
 }
 
-// TenantName is the name of a tenant's database and login role. It derives
-// from the numeric id only, never from user input.
-func TenantName(id int64) string { return "tenant_" + strconv.FormatInt(id, 10) }
-
 // NormalizeName trims a proposed name and checks its length.
 func NormalizeName(raw string) (string, error) {
 	name := strings.TrimSpace(raw)
@@ -99,11 +94,13 @@ type Jobs interface {
 type Store struct {
 	pool *pgxpool.Pool
 	jobs Jobs
+	// deployment is the id the store's events carry.
+	deployment string
 }
 
-// NewStore returns a Store on the core database.
-func NewStore(pool *pgxpool.Pool, jobs Jobs) *Store {
-	return &Store{pool: pool, jobs: jobs}
+// NewStore returns a Store on the core database of deployment.
+func NewStore(pool *pgxpool.Pool, jobs Jobs, deployment string) *Store {
+	return &Store{pool: pool, jobs: jobs, deployment: deployment}
 }
 
 const columns = `id, name, owner_id, status, coalesce(status_detail, ''), schema_version,
@@ -239,7 +236,7 @@ func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int, owne
 				return err
 			}
 		}
-		return outbox.Add(ctx, tx, Event(events.TenantCreated, org))
+		return outbox.Add(ctx, tx, s.Event(events.TenantCreated, org))
 	})
 	return ok, err
 }
@@ -272,6 +269,18 @@ func (s *Store) MarkDeleted(ctx context.Context, id int64) error {
 func (s *Store) OwnerTenants(ctx context.Context, ownerID int64) ([]Organization, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
 		WHERE owner_id = $1 AND status IN ('ready', 'suspended') ORDER BY id`, ownerID)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
+}
+
+// Legacy lists the organizations, not deleted, whose recorded database
+// name does not start with prefix: those provisioned before names carried
+// the deployment.
+func (s *Store) Legacy(ctx context.Context, prefix string) ([]Organization, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
+		WHERE db_name IS NOT NULL AND status <> 'deleted' AND NOT starts_with(db_name, $1) ORDER BY id`, prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +326,7 @@ func (s *Store) change(ctx context.Context, id int64, c change) (Organization, e
 			return err
 		}
 		if c.event != "" {
-			if err := outbox.Add(ctx, tx, Event(c.event, org)); err != nil {
+			if err := outbox.Add(ctx, tx, s.Event(c.event, org)); err != nil {
 				return err
 			}
 		}
@@ -330,8 +339,8 @@ func (s *Store) change(ctx context.Context, id int64, c change) (Organization, e
 }
 
 // Event is the envelope announcing org's current state.
-func Event(typ string, org Organization) events.Envelope {
-	return events.New(typ, events.TenantData{
+func (s *Store) Event(typ string, org Organization) events.Envelope {
+	return events.New(typ, s.deployment, events.TenantData{
 		TenantID:      org.ID,
 		Name:          org.Name,
 		OwnerID:       org.OwnerID,

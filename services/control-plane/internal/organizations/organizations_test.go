@@ -39,9 +39,3 @@ func TestNormalizeName(t *testing.T) {
 		})
 	}
 }
-
-func TestTenantName(t *testing.T) {
-	if got := organizations.TenantName(1234567); got != "tenant_1234567" {
-		t.Fatalf("TenantName = %q", got)
-	}
-}

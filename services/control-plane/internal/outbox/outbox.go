@@ -38,10 +38,10 @@ func Add(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
 	return nil
 }
 
-// Publisher delivers one event and returns once the bus has stored it.
-// msgID is the event id, used by the bus to drop duplicates.
+// Publisher delivers one event of eventType and returns once the bus has
+// stored it. msgID is the event id, used by the bus to drop duplicates.
 type Publisher interface {
-	Publish(ctx context.Context, subject, msgID string, data []byte) error
+	Publish(ctx context.Context, eventType, msgID string, data []byte) error
 }
 
 // Relay moves committed events from the outbox to a Publisher.
@@ -136,20 +136,22 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 		// Another relay is draining the outbox right now.
 		return 0, nil
 	}
+	// The subject column holds the event type; the Publisher maps it to
+	// the subject of its deployment's channel.
 	rows, err := tx.Query(ctx, `SELECT id, event_id::text, subject, payload::text FROM event_outbox
 		WHERE published_at IS NULL ORDER BY id LIMIT $1`, limit)
 	if err != nil {
 		return 0, err
 	}
 	type row struct {
-		id      int64
-		eventID string
-		subject string
-		payload string
+		id        int64
+		eventID   string
+		eventType string
+		payload   string
 	}
 	pending, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
 		var x row
-		err := rw.Scan(&x.id, &x.eventID, &x.subject, &x.payload)
+		err := rw.Scan(&x.id, &x.eventID, &x.eventType, &x.payload)
 		return x, err
 	})
 	if err != nil {
@@ -159,11 +161,11 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 	var pubErr error
 	for _, p := range pending {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		pubErr = r.Publisher.Publish(pctx, p.subject, p.eventID, []byte(p.payload))
+		pubErr = r.Publisher.Publish(pctx, p.eventType, p.eventID, []byte(p.payload))
 		cancel()
 		if pubErr != nil {
 			// Later events wait for this one: subscribers see them in order.
-			pubErr = fmt.Errorf("publish %s %s: %w", p.subject, p.eventID, pubErr)
+			pubErr = fmt.Errorf("publish %s %s: %w", p.eventType, p.eventID, pubErr)
 			break
 		}
 		published = append(published, p.id)

@@ -68,7 +68,7 @@ func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 
 func add(t *testing.T, pool *pgxpool.Pool, tenantID int64) events.Envelope {
 	t.Helper()
-	e := events.New(events.TenantCreated, events.TenantData{TenantID: tenantID, Name: "T", OwnerID: 1, Status: "ready", SchemaVersion: 1})
+	e := events.New(events.TenantCreated, "test", events.TenantData{TenantID: tenantID, Name: "T", OwnerID: 1, Status: "ready", SchemaVersion: 1})
 	err := pgx.BeginFunc(context.Background(), pool, func(tx pgx.Tx) error { return outbox.Add(context.Background(), tx, e) })
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func streamTenants(t *testing.T, url string, want int) []int64 {
 	js, _ := jetstream.New(nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{})
+	cons, err := js.OrderedConsumer(ctx, events.DefaultStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestTwoRelaysPublishEachEventOnceInOrder(t *testing.T) {
 func TestRolledBackEventIsNeverPublished(t *testing.T) {
 	core, pool, srv, bus := setup(t)
 	ctx := context.Background()
-	rolledBack := events.New(events.TenantCreated, events.TenantData{TenantID: 1})
+	rolledBack := events.New(events.TenantCreated, "test", events.TenantData{TenantID: 1})
 	tx, err := pool.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)

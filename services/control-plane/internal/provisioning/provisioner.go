@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -19,6 +18,7 @@ import (
 	"tenantbase/libs/auth"
 	"tenantbase/libs/pgutil"
 	"tenantbase/migrations"
+	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/secretbox"
 )
@@ -34,6 +34,9 @@ const (
 
 // Options configure a Provisioner.
 type Options struct {
+	// Deployment is this deployment's id: part of every name the
+	// provisioner chooses and of every tag it writes.
+	Deployment string
 	// CoreDSN is the core database; lock connections are opened on it.
 	CoreDSN string
 	// AdminDSN is a postgres:// URL of a role allowed to create roles and
@@ -59,6 +62,7 @@ type Provisioner struct {
 	coreDSN    string
 	host       string
 	port       int
+	deployment string
 	beforeStep func(ctx context.Context, orgID int64, step string) error
 	log        *slog.Logger
 }
@@ -68,6 +72,9 @@ func New(ctx context.Context, core *pgxpool.Pool, store *organizations.Store, jo
 	u, err := parseAdminDSN(o.AdminDSN)
 	if err != nil {
 		return nil, err
+	}
+	if err := deployment.Validate(o.Deployment); err != nil || o.Deployment == "" {
+		return nil, fmt.Errorf("provisioning: a valid deployment id is required (%v)", err)
 	}
 	host, port := u.Hostname(), 5432
 	if p := u.Port(); p != "" {
@@ -90,7 +97,7 @@ func New(ctx context.Context, core *pgxpool.Pool, store *organizations.Store, jo
 	}
 	return &Provisioner{
 		core: core, store: store, jobs: jobs, box: box, admin: admin, adminURL: u, coreDSN: o.CoreDSN,
-		host: host, port: port, beforeStep: o.BeforeStep, log: log,
+		host: host, port: port, deployment: o.Deployment, beforeStep: o.BeforeStep, log: log,
 	}, nil
 }
 
@@ -160,12 +167,12 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 		}); err != nil {
 			return err
 		}
-		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, creds.Name) }); err != nil {
+		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, orgID, creds) }); err != nil {
 			return err
 		}
 		var version uint
 		if err := p.step(ctx, orgID, StepMigrate, func() error {
-			version, err = p.migrate(ctx, creds)
+			version, err = p.migrate(ctx, orgID, creds)
 			return err
 		}); err != nil {
 			return err
@@ -203,9 +210,12 @@ func (p *Provisioner) step(ctx context.Context, orgID int64, name string, fn fun
 
 // ensureRole records the placement and a sealed password once, then makes
 // the role match it. The password is stored before the role exists, so a
-// crash in between leaves a password that the next run applies.
+// crash in between leaves a password that the next run applies. The role
+// is created and tagged in one transaction; a role of that name that does
+// not carry this organization's tag belongs to someone else and is left
+// untouched.
 func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organization) (Credentials, error) {
-	name := organizations.TenantName(org.ID)
+	name := ObjectName(p.deployment, org.ID)
 	place, err := p.store.SetPlacement(ctx, org.ID, organizations.Placement{
 		Host: p.host, Port: p.port, Name: name, User: name,
 		SealedPassword: p.box.Seal([]byte(newPassword()), sealContext(org.ID)),
@@ -221,16 +231,30 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 	if err != nil {
 		return Credentials{}, err
 	}
-	role := pgx.Identifier{name}.Sanitize()
+	tag := p.tag(org.ID)
+	role := pgx.Identifier{place.User}.Sanitize()
 	attrs := " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD " + quoteLiteral(verifier)
-	if _, err := p.admin.Exec(ctx, "CREATE ROLE "+role+attrs); err != nil {
-		if pgutil.Code(err) != pgutil.DuplicateObject {
+	err = pgx.BeginFunc(ctx, p.admin, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+attrs); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS "+quoteLiteral(tag))
+		return err
+	})
+	if pgutil.Code(err) == pgutil.DuplicateObject {
+		got, _, err := p.roleTag(ctx, place.User)
+		if err != nil {
 			return Credentials{}, err
+		}
+		if got != tag {
+			return Credentials{}, &ForeignObjectError{Kind: "role", Name: place.User}
 		}
 		// Created by an earlier run: make it match the stored password.
 		if _, err := p.admin.Exec(ctx, "ALTER ROLE "+role+" WITH"+attrs); err != nil {
 			return Credentials{}, err
 		}
+	} else if err != nil {
+		return Credentials{}, err
 	}
 	// A non-superuser admin may only create databases owned by roles it
 	// is a member of, and only drop databases it may act for.
@@ -246,31 +270,46 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 	return Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}, nil
 }
 
-// ensureDatabase creates the tenant database owned by its role and closes
-// it to everyone else.
-func (p *Provisioner) ensureDatabase(ctx context.Context, name string) error {
-	id := pgx.Identifier{name}.Sanitize()
-	// CREATE DATABASE cannot run in a transaction: it is a statement of its own.
-	if _, err := p.admin.Exec(ctx, "CREATE DATABASE "+id+" OWNER "+id); err != nil {
-		if pgutil.Code(err) != pgutil.DuplicateDatabase {
+// ensureDatabase creates the tenant database owned by its role, tags it,
+// and closes it to everyone else. CREATE DATABASE cannot run in a
+// transaction, so a crash can leave it untagged: an untagged database
+// owned by the organization's own (tagged) role is that run's and gets its
+// tag now; any other database of that name is someone else's and is left
+// untouched.
+func (p *Provisioner) ensureDatabase(ctx context.Context, orgID int64, creds Credentials) error {
+	db := pgx.Identifier{creds.Name}.Sanitize()
+	tag := p.tag(orgID)
+	_, err := p.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
+	switch {
+	case err == nil:
+	case pgutil.Code(err) == pgutil.DuplicateDatabase:
+		got, owner, _, err := p.databaseTag(ctx, creds.Name)
+		if err != nil {
 			return err
 		}
-		if _, err := p.admin.Exec(ctx, "ALTER DATABASE "+id+" OWNER TO "+id); err != nil {
-			return err
+		if got == tag {
+			break
 		}
-	}
-	_, err := p.admin.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+id+" FROM PUBLIC")
-	if err != nil {
+		if got != "" || owner != creds.User {
+			return &ForeignObjectError{Kind: "database", Name: creds.Name}
+		}
+	default:
 		return err
 	}
-	_, err = p.admin.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+id+" TO "+id)
+	if _, err := p.admin.Exec(ctx, "COMMENT ON DATABASE "+db+" IS "+quoteLiteral(tag)); err != nil {
+		return err
+	}
+	if _, err := p.admin.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+db+" FROM PUBLIC"); err != nil {
+		return err
+	}
+	_, err = p.admin.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+db+" TO "+pgx.Identifier{creds.User}.Sanitize())
 	return err
 }
 
 // migrate applies the tenant migrations as the tenant role, so the tables
 // belong to it. A migration interrupted by a crash leaves golang-migrate's
 // dirty flag; the database holds nothing yet, so it is recreated.
-func (p *Provisioner) migrate(ctx context.Context, creds Credentials) (uint, error) {
+func (p *Provisioner) migrate(ctx context.Context, orgID int64, creds Credentials) (uint, error) {
 	dsn := p.tenantDSN(creds)
 	dirty, err := migrationDirty(ctx, dsn)
 	if err != nil {
@@ -281,7 +320,7 @@ func (p *Provisioner) migrate(ctx context.Context, creds Credentials) (uint, err
 		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			return 0, err
 		}
-		if err := p.ensureDatabase(ctx, creds.Name); err != nil {
+		if err := p.ensureDatabase(ctx, orgID, creds); err != nil {
 			return 0, err
 		}
 	}
@@ -384,17 +423,43 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 	})
 }
 
-// Delete drops the tenant's database and role, then marks the organization
-// deleted with its event. It returns nil at once unless the organization
-// is being deleted.
+// Delete drops the tenant's database and role, as recorded for the
+// organization and only when they carry its tag, then marks the
+// organization deleted with its event. An object of the recorded name that
+// is not the organization's is left in place. It returns nil at once
+// unless the organization is being deleted.
 func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 	return p.withOrganization(ctx, orgID, organizations.StatusDeleting, func(org organizations.Organization) error {
-		id := pgx.Identifier{organizations.TenantName(orgID)}.Sanitize()
-		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)"); err != nil {
-			return fmt.Errorf("drop database: %w", err)
+		tag := p.tag(orgID)
+		if name := org.Database.Name; name != "" {
+			got, owner, exists, err := p.databaseTag(ctx, name)
+			if err != nil {
+				return fmt.Errorf("drop database: %w", err)
+			}
+			switch {
+			case !exists:
+			case got == tag || (got == "" && owner == org.Database.User && p.ownsRole(ctx, owner, tag)):
+				if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+					return fmt.Errorf("drop database: %w", err)
+				}
+			default:
+				p.log.Warn("tenant database belongs to someone else; left in place", "tenant_id", orgID, "database", name)
+			}
 		}
-		if _, err := p.admin.Exec(ctx, "DROP ROLE IF EXISTS "+id); err != nil {
-			return fmt.Errorf("drop role: %w", err)
+		if user := org.Database.User; user != "" {
+			got, exists, err := p.roleTag(ctx, user)
+			if err != nil {
+				return fmt.Errorf("drop role: %w", err)
+			}
+			switch {
+			case !exists:
+			case got == tag:
+				if _, err := p.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()); err != nil {
+					return fmt.Errorf("drop role: %w", err)
+				}
+			default:
+				p.log.Warn("tenant role belongs to someone else; left in place", "tenant_id", orgID, "role", user)
+			}
 		}
 		if err := p.store.MarkDeleted(ctx, orgID); err != nil {
 			return err
@@ -404,10 +469,6 @@ func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 	})
 }
 
-// withLock runs fn holding an advisory lock (pg_advisory_lock) on a
-// connection of its own: work on one organization (provisioning, deletion)
-// or one owner never overlaps, across processes too, and a crashed holder
-// releases the lock with its connection.
 // withOrganization runs fn under the organization's lock when it is (still)
 // in status, and returns nil at once when it is not or is gone.
 func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status string, fn func(organizations.Organization) error) error {
@@ -426,6 +487,10 @@ func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status 
 	})
 }
 
+// withLock runs fn holding an advisory lock (pg_advisory_lock) on a
+// connection of its own: work on one organization (provisioning, deletion)
+// or one owner never overlaps, across processes too, and a crashed holder
+// releases the lock with its connection.
 func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn func() error) error {
 	conn, err := pgx.Connect(ctx, p.coreDSN)
 	if err != nil {
@@ -466,8 +531,4 @@ func RestrictDatabase(ctx context.Context, pool *pgxpool.Pool) error {
 		_, err := tx.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+pgx.Identifier{name}.Sanitize()+" FROM PUBLIC")
 		return err
 	})
-}
-
-func quoteLiteral(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }

@@ -30,6 +30,7 @@ const ownerHash = "$2a$04$abcdefghijklmnopqrstuu5P4S6k3FvMQG0Cyyc8GD1vs7Z7.S2Nq"
 
 type fixture struct {
 	core    string
+	dep     string
 	server  string
 	pool    *pgxpool.Pool
 	box     *secretbox.Box
@@ -45,6 +46,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{core: cptest.CoreDatabase(t), server: testenv.PostgresURL(t)}
+	f.dep = cptest.Deployment(t, f.core)
 	var err error
 	if f.pool, err = pgxpool.New(ctx, f.core); err != nil {
 		t.Fatal(err)
@@ -57,9 +59,9 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.store = organizations.NewStore(f.pool, jobs)
+	f.store = organizations.NewStore(f.pool, jobs, f.dep)
 	f.prov, err = provisioning.New(ctx, f.pool, f.store, jobs, f.box, provisioning.Options{
-		CoreDSN: f.core, AdminDSN: f.core,
+		Deployment: f.dep, CoreDSN: f.core, AdminDSN: f.core,
 		BeforeStep: func(ctx context.Context, orgID int64, step string) error {
 			f.mu.Lock()
 			hook := f.beforeStep
@@ -140,16 +142,23 @@ func (f *fixture) assertReady(t *testing.T, orgID int64) provisioning.Credential
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := organizations.TenantName(orgID)
-	var dbOwner, verifier string
+	name := creds.Name
+	if !strings.HasPrefix(name, "tenant_"+f.dep+"_"+strconv.FormatInt(orgID, 10)+"_") || creds.User != name {
+		t.Fatalf("database %s, role %s: want tenant_<deployment>_<id>_<random> for both", name, creds.User)
+	}
+	var dbOwner, verifier, dbTag, roleTag string
 	var publicConnect, super, createDB, createRole bool
 	testenv.QueryRow(t, f.server, `SELECT pg_get_userbyid(d.datdba), has_database_privilege('public', d.datname, 'CONNECT'),
-			a.rolpassword, a.rolsuper, a.rolcreatedb, a.rolcreaterole
+			a.rolpassword, a.rolsuper, a.rolcreatedb, a.rolcreaterole,
+			shobj_description(d.oid, 'pg_database'), shobj_description(a.oid, 'pg_authid')
 		FROM pg_database d, pg_authid a WHERE d.datname = $1 AND a.rolname = $1`, []any{name},
-		&dbOwner, &publicConnect, &verifier, &super, &createDB, &createRole)
+		&dbOwner, &publicConnect, &verifier, &super, &createDB, &createRole, &dbTag, &roleTag)
 	if dbOwner != name || publicConnect || super || createDB || createRole {
 		t.Fatalf("database owner %s, PUBLIC CONNECT %v, role super/createdb/createrole %v/%v/%v",
 			dbOwner, publicConnect, super, createDB, createRole)
+	}
+	if want := provisioning.Tag(f.dep, orgID); dbTag != want || roleTag != want {
+		t.Fatalf("tags: database %q, role %q; want %q on both", dbTag, roleTag, want)
 	}
 	if !verifierMatches(t, verifier, creds.Password) {
 		t.Fatal("the role's password is not the stored one")
@@ -202,11 +211,27 @@ func TestScramVerifierMatchesPostgres(t *testing.T) {
 }
 
 // TestProvisionConverges starts provisioning from the states a crash can
-// leave behind, and from states a stranger left on the server: every run
-// ends ready, with one event and the stored credentials in force.
+// leave behind: every run ends ready, with one event and the stored
+// credentials in force, adopting only what an earlier run of the same
+// organization created.
 func TestProvisionConverges(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
+	// stopBefore runs provisioning of org up to step and returns the
+	// recorded name of its database and role.
+	stopBefore := func(t *testing.T, org organizations.Organization, step string) string {
+		t.Helper()
+		f.failAt(step)
+		if err := f.prov.Provision(ctx, org.ID); err == nil {
+			t.Fatal("the stopped run succeeded")
+		}
+		f.setHook(nil)
+		got, err := f.store.Get(ctx, org.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.Database.Name
+	}
 	cases := []struct {
 		name    string
 		prepare func(t *testing.T, org organizations.Organization)
@@ -214,15 +239,16 @@ func TestProvisionConverges(t *testing.T) {
 	}{
 		{name: "nothing done yet"},
 		{
-			name: "role exists with another password",
+			name: "own role exists with another password",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				testenv.Exec(t, f.server, "CREATE ROLE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize()+" LOGIN PASSWORD 'left-over'")
+				name := stopBefore(t, org, provisioning.StepCreateDatabase)
+				testenv.Exec(t, f.server, "ALTER ROLE "+pgx.Identifier{name}.Sanitize()+" PASSWORD 'left-over'")
 			},
 		},
 		{
 			name: "credentials stored, role not created",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				name := organizations.TenantName(org.ID)
+				name := provisioning.ObjectName(f.dep, org.ID)
 				sealed := f.box.Seal([]byte("chosen-by-an-earlier-run"), []byte("organization:"+strconv.FormatInt(org.ID, 10)))
 				if _, err := f.store.SetPlacement(ctx, org.ID, organizations.Placement{
 					Host: "127.0.0.1", Port: 5432, Name: name, User: name, SealedPassword: sealed,
@@ -237,22 +263,26 @@ func TestProvisionConverges(t *testing.T) {
 			},
 		},
 		{
-			name: "database exists, owned by someone else",
+			name: "database created, crash before the next step",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				testenv.Exec(t, f.server, "CREATE DATABASE "+pgx.Identifier{organizations.TenantName(org.ID)}.Sanitize())
+				stopBefore(t, org, provisioning.StepMigrate)
+			},
+		},
+		{
+			// CREATE DATABASE cannot share a transaction with its COMMENT.
+			name: "database created, crash before its tag",
+			prepare: func(t *testing.T, org organizations.Organization) {
+				name := stopBefore(t, org, provisioning.StepMigrate)
+				testenv.Exec(t, f.server, "COMMENT ON DATABASE "+pgx.Identifier{name}.Sanitize()+" IS NULL")
 			},
 		},
 		{
 			name: "migration interrupted half-way",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				f.failAt(provisioning.StepMigrate)
-				if err := f.prov.Provision(ctx, org.ID); err == nil {
-					t.Fatal("the stopped run succeeded")
-				}
-				f.setHook(nil)
+				name := stopBefore(t, org, provisioning.StepMigrate)
 				// What golang-migrate leaves when the process dies between
 				// marking version 1 dirty and finishing it.
-				db := asRole(t, testenv.OnDatabase(t, f.server, organizations.TenantName(org.ID)), organizations.TenantName(org.ID))
+				db := asRole(t, testenv.OnDatabase(t, f.server, name), name)
 				testenv.Exec(t, db, `CREATE TABLE schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL);
 					INSERT INTO schema_migrations VALUES (1, true); CREATE TABLE tenantuser (id int)`)
 			},
@@ -260,12 +290,8 @@ func TestProvisionConverges(t *testing.T) {
 		{
 			name: "owner row present as a member with an old hash",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				f.failAt(provisioning.StepSyncOwner)
-				if err := f.prov.Provision(ctx, org.ID); err == nil {
-					t.Fatal("the stopped run succeeded")
-				}
-				f.setHook(nil)
-				testenv.Exec(t, testenv.OnDatabase(t, f.server, organizations.TenantName(org.ID)),
+				name := stopBefore(t, org, provisioning.StepSyncOwner)
+				testenv.Exec(t, testenv.OnDatabase(t, f.server, name),
 					`INSERT INTO tenantuser (email, password_hash, role) VALUES ('owner@example.com', 'old-hash', 'member')`)
 			},
 		},
@@ -317,8 +343,8 @@ func TestProvisionConverges(t *testing.T) {
 			t.Fatal(err)
 		}
 		var dbs, roles int
-		testenv.QueryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1),
-			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{organizations.TenantName(org.ID)}, &dbs, &roles)
+		testenv.QueryRow(t, f.server, `SELECT (SELECT count(*) FROM pg_database WHERE shobj_description(oid, 'pg_database') = $1),
+			(SELECT count(*) FROM pg_roles WHERE shobj_description(oid, 'pg_authid') = $1)`, []any{provisioning.Tag(f.dep, org.ID)}, &dbs, &roles)
 		if dbs != 0 || roles != 0 {
 			t.Fatalf("provisioning of a deleting organization created %d databases and %d roles", dbs, roles)
 		}

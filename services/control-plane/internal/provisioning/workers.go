@@ -90,24 +90,28 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 		if n := len(job.Errors); n > 0 {
 			cause = job.Errors[n-1].Error
 		}
-		return w.fail(ctx, id, errors.New(cause))
+		return w.fail(ctx, id, errors.New(cause), w.maxAttempts)
 	}
 	err := w.p.Provision(ctx, id)
+	if errors.Is(err, ErrForeignObject) {
+		// Another run would find the same object: fail now.
+		return w.fail(ctx, id, err, job.Attempt)
+	}
 	if err == nil || job.Attempt < w.maxAttempts {
 		if err != nil {
 			w.p.log.Warn("provisioning attempt failed", "tenant_id", id, "attempt", job.Attempt, "error", err.Error())
 		}
 		return err
 	}
-	return w.fail(ctx, id, err)
+	return w.fail(ctx, id, err, job.Attempt)
 }
 
-func (w *provisionWorker) fail(ctx context.Context, id int64, cause error) error {
+func (w *provisionWorker) fail(ctx context.Context, id int64, cause error, attempt int) error {
 	attempts := "attempts"
-	if w.maxAttempts == 1 {
+	if attempt == 1 {
 		attempts = "attempt"
 	}
-	detail := fmt.Sprintf("provisioning failed after %d %s: %v", w.maxAttempts, attempts, cause)
+	detail := fmt.Sprintf("provisioning failed after %d %s: %v", attempt, attempts, cause)
 	// The attempt may have failed because its context ran out; recording
 	// the failure still gets a moment of its own.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

@@ -22,9 +22,9 @@ import (
 // stream was still unreachable are not skipped; after each reconnect the
 // library resumes right after the last stream sequence it delivered.
 // Invalidating twice is harmless, so handle needs no de-duplication.
-func Follow(ctx context.Context, js jetstream.JetStream, since time.Time, log *slog.Logger, handle func(id int64, ev events.Envelope)) {
+func Follow(ctx context.Context, js jetstream.JetStream, ch events.Channel, since time.Time, log *slog.Logger, handle func(id int64, ev events.Envelope)) {
 	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{events.SubjectAll},
+		FilterSubjects: []string{ch.All()},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy,
 		OptStartTime:   &since,
 	}
@@ -44,9 +44,9 @@ func Follow(ctx context.Context, js jetstream.JetStream, since time.Time, log *s
 	}
 	wait := 500 * time.Millisecond
 	for {
-		cc, err := consume(ctx, js, cfg, deliver, log)
+		cc, err := consume(ctx, js, ch.Stream, cfg, deliver, log)
 		if err == nil {
-			log.Info("following tenant events", "stream", events.Stream)
+			log.Info("following tenant events", "stream", ch.Stream, "subjects", ch.All())
 			<-ctx.Done()
 			cc.Stop()
 			return
@@ -61,10 +61,10 @@ func Follow(ctx context.Context, js jetstream.JetStream, since time.Time, log *s
 	}
 }
 
-func consume(ctx context.Context, js jetstream.JetStream, cfg jetstream.OrderedConsumerConfig, deliver jetstream.MessageHandler, log *slog.Logger) (jetstream.ConsumeContext, error) {
+func consume(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.OrderedConsumerConfig, deliver jetstream.MessageHandler, log *slog.Logger) (jetstream.ConsumeContext, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cons, err := js.OrderedConsumer(cctx, events.Stream, cfg)
+	cons, err := js.OrderedConsumer(cctx, stream, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -39,6 +40,9 @@ type Resolver struct {
 	log     *slog.Logger
 	metrics resolverMetrics
 	flight  singleflight.Group
+
+	// deployment is the deployment id of the last answer of the source.
+	deployment atomic.Value
 
 	mu      sync.Mutex
 	entries map[int64]*entry
@@ -119,6 +123,7 @@ func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
 	switch {
 	case err == nil:
 		r.metrics.lookups.WithLabelValues("ok").Inc()
+		r.deployment.Store(t.Deployment)
 		if current {
 			*e = entry{tenant: t, known: true, found: true, expires: now.Add(r.ttl(t)), gen: gen}
 		}
@@ -159,6 +164,13 @@ func (e *entry) answer() (Tenant, error) {
 		return Tenant{}, ErrNotFound
 	}
 	return e.tenant, nil
+}
+
+// Deployment is the deployment id the control plane reported, "" before
+// its first answer.
+func (r *Resolver) Deployment() string {
+	d, _ := r.deployment.Load().(string)
+	return d
 }
 
 // Invalidate forgets tenant id at once: the next request looks it up, and

@@ -35,7 +35,10 @@ type Database struct {
 
 // Tenant is one organization as the tenant plane needs it.
 type Tenant struct {
-	ID            int64     `json:"id"`
+	ID int64 `json:"id"`
+	// Deployment is the control plane's deployment id; events of other
+	// deployments are not about this tenant.
+	Deployment    string    `json:"deployment"`
 	Status        Status    `json:"status"`
 	SchemaVersion int       `json:"schema_version"`
 	Database      *Database `json:"database"`
