@@ -61,9 +61,6 @@ func NewKeys(issuer string, priv ed25519.PrivateKey, extra ...ed25519.PublicKey)
 	return k
 }
 
-// Issuer is the iss these keys sign and expect.
-func (k *Keys) Issuer() string { return k.issuer }
-
 // KeyID is the RFC 7638 thumbprint of an Ed25519 public key.
 func KeyID(pub ed25519.PublicKey) string {
 	x := base64.RawURLEncoding.EncodeToString(pub)

@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"tenantbase/libs/problem"
+	"tenantbase/libs/apperr"
 )
 
 // Password length bounds, in bytes. bcrypt ignores bytes past 72, so longer
@@ -26,7 +26,7 @@ const (
 // ValidatePassword checks the length rule and names the field on failure.
 func ValidatePassword(field, pw string) error {
 	if len(pw) < MinPasswordBytes || len(pw) > MaxPasswordBytes {
-		return problem.Invalid(field, "must be 10 to 72 bytes long")
+		return apperr.Invalid(field, "must be 10 to 72 bytes long")
 	}
 	return nil
 }
@@ -38,11 +38,11 @@ func NormalizeEmail(field, raw string) (string, error) {
 	// U+FFFD stands for bytes that were not UTF-8 (encoding/json substitutes
 	// it); control and format characters have no place in an address.
 	if e == "" || len(e) > 255 || strings.ContainsFunc(e, func(r rune) bool { return r == utf8.RuneError || !unicode.IsPrint(r) }) {
-		return "", problem.Invalid(field, "must be a valid email address")
+		return "", apperr.Invalid(field, "must be a valid email address")
 	}
 	a, err := mail.ParseAddress(e)
 	if err != nil || a.Address != e || a.Name != "" || !strings.Contains(e[strings.LastIndexByte(e, '@')+1:], ".") {
-		return "", problem.Invalid(field, "must be a valid email address")
+		return "", apperr.Invalid(field, "must be a valid email address")
 	}
 	return e, nil
 }
@@ -51,17 +51,22 @@ func NormalizeEmail(field, raw string) (string, error) {
 // naming every failing field.
 func ValidateSignup(rawEmail, password string) (string, error) {
 	email, emailErr := NormalizeEmail("email", rawEmail)
-	if err := problem.Join(emailErr, ValidatePassword("password", password)); err != nil {
+	if err := apperr.Join(emailErr, ValidatePassword("password", password)); err != nil {
 		return "", err
 	}
 	return email, nil
 }
 
 // ValidateLogin normalises a login's email and requires a password, naming
-// every failing field.
+// every failing field. A password over 72 bytes cannot be anyone's (bcrypt
+// would compare only its first 72 bytes), so it is refused like at signup.
 func ValidateLogin(rawEmail, password string) (string, error) {
 	email, emailErr := NormalizeEmail("email", rawEmail)
-	if err := problem.Join(emailErr, required("password", password)); err != nil {
+	pwErr := required("password", password)
+	if len(password) > MaxPasswordBytes {
+		pwErr = apperr.Invalid("password", "must be at most 72 bytes long")
+	}
+	if err := apperr.Join(emailErr, pwErr); err != nil {
 		return "", err
 	}
 	return email, nil
@@ -70,12 +75,12 @@ func ValidateLogin(rawEmail, password string) (string, error) {
 // ValidatePasswordChange requires the current password and checks the new
 // one, naming every failing field.
 func ValidatePasswordChange(current, next string) error {
-	return problem.Join(required("current_password", current), ValidatePassword("new_password", next))
+	return apperr.Join(required("current_password", current), ValidatePassword("new_password", next))
 }
 
 func required(field, value string) error {
 	if value == "" {
-		return problem.Invalid(field, "is required")
+		return apperr.Invalid(field, "is required")
 	}
 	return nil
 }

@@ -7,8 +7,8 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
-	"tenantbase/libs/problem"
 )
 
 func TestValidatePassword(t *testing.T) {
@@ -35,9 +35,9 @@ func TestValidatePassword(t *testing.T) {
 				}
 				return
 			}
-			var p *problem.Problem
-			if !errors.As(err, &p) || p.Status != 422 || len(p.Errors) != 1 || p.Errors[0].Field != "new_password" {
-				t.Fatalf("error %v, want a 422 naming new_password", err)
+			var v *apperr.ValidationError
+			if !errors.As(err, &v) || len(v.Fields) != 1 || v.Fields[0].Field != "new_password" {
+				t.Fatalf("error %v, want a validation error naming new_password", err)
 			}
 		})
 	}
@@ -80,9 +80,9 @@ func TestNormalizeEmail(t *testing.T) {
 				}
 				return
 			}
-			var p *problem.Problem
-			if !errors.As(err, &p) || p.Status != 422 || p.Errors[0].Field != "email" {
-				t.Fatalf("NormalizeEmail(%q) = %q, %v; want a 422 naming email", tc.in, got, err)
+			var v *apperr.ValidationError
+			if !errors.As(err, &v) || v.Fields[0].Field != "email" {
+				t.Fatalf("NormalizeEmail(%q) = %q, %v; want a validation error naming email", tc.in, got, err)
 			}
 		})
 	}

@@ -4,18 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
-	"net/http"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
-	"tenantbase/libs/problem"
+	"tenantbase/libs/apperr"
 )
 
-// DB is what the shared account queries need: a *pgxpool.Pool, *pgx.Conn or pgx.Tx.
+// DB is what the refresh-token queries need: a *pgxpool.Pool, *pgx.Conn or pgx.Tx.
 type DB interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
@@ -28,70 +26,78 @@ var (
 	ErrInvalidRefresh     = errors.New("refresh token is invalid, expired or revoked")
 )
 
-// Throttle locks an account for Lockout after MaxFailures failed logins in a row.
+// Throttle locks an account for Lockout once MaxFailures login attempts in
+// a row were made without a correct password.
 type Throttle struct {
 	MaxFailures int
 	Lockout     time.Duration
 }
 
-// CheckPassword verifies email and password against the users table
-// (columns id, email, password_hash, failed_logins, locked_until), spending
-// the same time on unknown emails as on wrong passwords, and counts
-// failures per account. A locked account gets a 429 problem with Retry-After.
-func CheckPassword(ctx context.Context, db DB, table string, pw *Passwords, th Throttle, email, password string) (int64, error) {
-	t := pgx.Identifier{table}.Sanitize()
-	var (
-		id          int64
-		hash        string
-		lockedUntil *time.Time
-	)
-	err := db.QueryRow(ctx, `SELECT id, password_hash, locked_until FROM `+t+` WHERE email = $1`, email).
-		Scan(&id, &hash, &lockedUntil)
-	if errors.Is(err, pgx.ErrNoRows) {
+// Attempt is what a plane's users table answers for a counted login attempt.
+type Attempt struct {
+	// ID and Hash are the account's; ID is 0 when no account has the email.
+	ID   int64
+	Hash string
+	// LockedFor, when positive, is how long the account stays locked: the
+	// attempt was refused and not counted.
+	LockedFor time.Duration
+}
+
+// LoginStore is a plane's users table as the throttled password check
+// needs it. Each plane's store owns its table and implements it.
+type LoginStore interface {
+	// CountAttempt records a login attempt on the account of email in one
+	// statement, before the password is checked: unless the account is
+	// locked, its count of attempts since the last correct password goes
+	// up, and the attempt that reaches th.MaxFailures locks the account for
+	// th.Lockout. A lock whose time has passed starts a new count.
+	CountAttempt(ctx context.Context, email string, th Throttle) (Attempt, error)
+	// ClearAttempts forgets the account's attempts and lock after a
+	// correct password.
+	ClearAttempts(ctx context.Context, id int64) error
+}
+
+// CheckPassword verifies email and password, spending the same time on
+// unknown emails as on wrong passwords. Counting each attempt before the
+// comparison, in one statement, means that however many guesses arrive at
+// once, at most th.MaxFailures of them are compared per lock window; the
+// others get an *apperr.LockedError without a comparison.
+func CheckPassword(ctx context.Context, store LoginStore, pw *Passwords, th Throttle, email, password string) (int64, error) {
+	a, err := store.CountAttempt(ctx, email, th)
+	if err != nil {
+		return 0, fmt.Errorf("auth: count login attempt: %w", err)
+	}
+	if a.LockedFor > 0 {
+		return 0, &apperr.LockedError{RetryAfter: a.LockedFor}
+	}
+	if a.ID == 0 {
 		pw.Verify("", password)
 		return 0, ErrInvalidCredentials
 	}
-	if err != nil {
-		return 0, fmt.Errorf("auth: load credentials: %w", err)
-	}
-	if lockedUntil != nil {
-		if wait := time.Until(*lockedUntil); wait > 0 {
-			return 0, problem.New(http.StatusTooManyRequests, "too_many_attempts",
-				"too many failed logins for this account; try again later").
-				WithRetryAfter(int(math.Ceil(wait.Seconds())))
-		}
-	}
-	if !pw.Verify(hash, password) {
-		_, err := db.Exec(ctx, `UPDATE `+t+` SET
-			failed_logins = CASE WHEN failed_logins + 1 >= $2 THEN 0 ELSE failed_logins + 1 END,
-			locked_until  = CASE WHEN failed_logins + 1 >= $2 THEN now() + $3::interval ELSE locked_until END
-			WHERE id = $1`, id, th.MaxFailures, th.Lockout)
-		if err != nil {
-			return 0, fmt.Errorf("auth: record failed login: %w", err)
-		}
+	if !pw.Verify(a.Hash, password) {
 		return 0, ErrInvalidCredentials
 	}
-	if _, err := db.Exec(ctx, `UPDATE `+t+` SET failed_logins = 0, locked_until = NULL
-		WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)`, id); err != nil {
-		return 0, fmt.Errorf("auth: reset failed logins: %w", err)
+	if err := store.ClearAttempts(ctx, a.ID); err != nil {
+		return 0, fmt.Errorf("auth: clear login attempts: %w", err)
 	}
-	return id, nil
+	return a.ID, nil
 }
 
 // Login validates a login's input (see ValidateLogin) and checks it with
 // CheckPassword, returning the user's id.
-func Login(ctx context.Context, db DB, table string, pw *Passwords, th Throttle, rawEmail, password string) (int64, error) {
+func Login(ctx context.Context, store LoginStore, pw *Passwords, th Throttle, rawEmail, password string) (int64, error) {
 	email, err := ValidateLogin(rawEmail, password)
 	if err != nil {
 		return 0, err
 	}
-	return CheckPassword(ctx, db, table, pw, th, email, password)
+	return CheckPassword(ctx, store, pw, th, email, password)
 }
 
-// Refresh tokens live in a table named refresh_token in the service's
-// database (columns id, family_id, user_id, token_hash, expires_at,
-// created_at, used_at, revoked_at). Each login starts a family; each use
-// rotates the token; using a rotated token again revokes the whole family.
+// Refresh tokens live in a table named refresh_token in each plane's
+// database, of the same shape in both (columns id, family_id, user_id,
+// token_hash, expires_at, created_at, used_at, revoked_at); this package
+// owns it. Each login starts a family; each use rotates the token; using a
+// rotated token again revokes the whole family.
 
 // IssueRefresh starts a new token family for userID.
 func IssueRefresh(ctx context.Context, db DB, userID int64, ttl time.Duration) (string, error) {
@@ -111,7 +117,8 @@ func insertRefresh(ctx context.Context, db DB, family uuid.UUID, userID int64, t
 // RotateRefresh exchanges token for a new one of the same family and
 // returns the user it belongs to. A token used before revokes its family
 // (the revocation is committed) and fails with ErrInvalidRefresh. An empty
-// token is a 422 naming refresh_token, the field both planes take it in.
+// token is a validation error naming refresh_token, the field both planes
+// take it in.
 func RotateRefresh(ctx context.Context, db DB, token string, ttl time.Duration) (userID int64, next string, err error) {
 	if err := required("refresh_token", token); err != nil {
 		return 0, "", err
@@ -160,7 +167,7 @@ func RotateRefresh(ctx context.Context, db DB, token string, ttl time.Duration) 
 }
 
 // RevokeRefresh revokes the family token belongs to (logout). Unknown tokens
-// are ignored; an empty one is a 422 as in RotateRefresh.
+// are ignored; an empty one is a validation error as in RotateRefresh.
 func RevokeRefresh(ctx context.Context, db DB, token string) error {
 	if err := required("refresh_token", token); err != nil {
 		return err

@@ -55,3 +55,8 @@ func (k *Keys) Session(claims jwt.Claims, ttl time.Duration, refresh string) (To
 	}
 	return Tokens{AccessToken: access, TokenType: "bearer", ExpiresIn: int64(ttl / time.Second), RefreshToken: refresh}, nil
 }
+
+// RefreshRequest is the body of POST /auth/refresh and /auth/logout on both planes.
+type RefreshRequest struct {
+	RefreshToken string `json:"refresh_token"`
+}

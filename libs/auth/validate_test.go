@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
-	"tenantbase/libs/problem"
 )
 
 // fields lists the fields a validation problem names; nil for no error.
@@ -16,12 +16,12 @@ func fields(t *testing.T, err error) []string {
 	if err == nil {
 		return nil
 	}
-	var p *problem.Problem
-	if !errors.As(err, &p) || p.Status != 422 {
-		t.Fatalf("error %v, want a validation problem", err)
+	var v *apperr.ValidationError
+	if !errors.As(err, &v) {
+		t.Fatalf("error %v, want a validation error", err)
 	}
 	var names []string
-	for _, f := range p.Errors {
+	for _, f := range v.Fields {
 		names = append(names, f.Field)
 	}
 	return names
@@ -37,6 +37,8 @@ func TestInputValidation(t *testing.T) {
 		{"signup accepted", func() error { _, err := auth.ValidateSignup("A@Example.com", good); return err }, nil},
 		{"signup names both fields", func() error { _, err := auth.ValidateSignup("nope", "short"); return err }, []string{"email", "password"}},
 		{"login accepts a short password", func() error { _, err := auth.ValidateLogin("a@example.com", "x"); return err }, nil},
+		{"login accepts 72 bytes", func() error { _, err := auth.ValidateLogin("a@example.com", strings.Repeat("a", 72)); return err }, nil},
+		{"login refuses 73 bytes", func() error { _, err := auth.ValidateLogin("a@example.com", strings.Repeat("a", 73)); return err }, []string{"password"}},
 		{"login names both fields", func() error { _, err := auth.ValidateLogin("", ""); return err }, []string{"email", "password"}},
 		{"password change accepted", func() error { return auth.ValidatePasswordChange("old", good) }, nil},
 		{"password change names both fields", func() error { return auth.ValidatePasswordChange("", "short") }, []string{"current_password", "new_password"}},

@@ -58,10 +58,10 @@ func RequireInProduction(env string, keys map[string]Secret, serviceToken Secret
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return fmt.Errorf("config: ENV=production requires %s", strings.Join(missing, ", "))
+		return fmt.Errorf("ENV=production requires %s", strings.Join(missing, ", "))
 	}
 	if serviceToken == "" || serviceToken == DevServiceToken {
-		return errors.New("config: ENV=production requires a SERVICE_TOKEN other than the local default")
+		return errors.New("ENV=production requires a SERVICE_TOKEN other than the local default")
 	}
 	return nil
 }

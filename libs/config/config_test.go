@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 type sample struct {
@@ -61,5 +62,64 @@ func TestRequireInProduction(t *testing.T) {
 				t.Fatalf("error %v, want one naming %s", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+type withSession struct {
+	Name string `envconfig:"SAMPLE_NAME" default:"plane"`
+	Port int    `envconfig:"SAMPLE_PORT" default:"8080"`
+	On   bool   `envconfig:"SAMPLE_ON" default:"true"`
+	Key  Secret `envconfig:"SAMPLE_KEY"`
+	Session
+}
+
+func TestDefaultsIgnoreTheEnvironment(t *testing.T) {
+	t.Setenv("SAMPLE_NAME", "from-env")
+	t.Setenv("BCRYPT_COST", "4")
+	t.Setenv("SAMPLE_KEY", "k")
+	var fromEnv withSession
+	if err := Load(&fromEnv); err != nil {
+		t.Fatal(err)
+	}
+	if fromEnv.Name != "from-env" || fromEnv.BcryptCost != 4 || fromEnv.Key != "k" || fromEnv.LoginLockout != 15*time.Minute {
+		t.Fatalf("Load with an embedded Session: %+v", fromEnv)
+	}
+	cfg := fromEnv
+	if err := Defaults(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := withSession{Name: "plane", Port: 8080, On: true, Session: Session{
+		AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 720 * time.Hour, BcryptCost: 12, LoginMaxFailures: 5, LoginLockout: 15 * time.Minute,
+	}}
+	if cfg != want {
+		t.Fatalf("Defaults = %+v, want %+v", cfg, want)
+	}
+}
+
+func TestSessionValidate(t *testing.T) {
+	var ok Session
+	if err := Defaults(&ok); err != nil {
+		t.Fatal(err)
+	}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("defaults invalid: %v", err)
+	}
+	for name, mutate := range map[string]func(*Session){
+		"ACCESS_TOKEN_TTL":   func(s *Session) { s.AccessTokenTTL = 0 },
+		"BCRYPT_COST":        func(s *Session) { s.BcryptCost = 3 },
+		"LOGIN_MAX_FAILURES": func(s *Session) { s.LoginMaxFailures = 0 },
+		"LOGIN_LOCKOUT":      func(s *Session) { s.LoginLockout = -time.Second },
+	} {
+		s := ok
+		mutate(&s)
+		if err := s.Validate(); err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s broken: Validate = %v", name, err)
+		}
+	}
+	if _, err := ParseLogLevel("verbose"); err == nil {
+		t.Error("LOG_LEVEL=verbose accepted")
+	}
+	if l, err := ParseLogLevel("warn"); err != nil || l != slog.LevelWarn {
+		t.Errorf("ParseLogLevel(warn) = %v, %v", l, err)
 	}
 }

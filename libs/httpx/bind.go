@@ -4,20 +4,21 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/problem"
 )
 
-// Bind decodes the JSON request body into v strictly: malformed JSON or a
-// wrong type is a 400, an unknown field is a 422 naming it, a body over the
-// limit is a 413.
+// Bind decodes the JSON request body into v strictly: a body that is not
+// declared JSON is a 415, malformed JSON or a wrong type is a 400, an
+// unknown field is a 422 naming it, a body over the limit is a 413.
 func Bind(c echo.Context, v any) error {
-	ct := c.Request().Header.Get(echo.HeaderContentType)
-	if ct != "" && !strings.HasPrefix(ct, echo.MIMEApplicationJSON) && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
+	if !isJSON(c.Request().Header.Get(echo.HeaderContentType)) {
 		return problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", "send application/json")
 	}
 	dec := json.NewDecoder(c.Request().Body)
@@ -37,6 +38,14 @@ func Bind(c echo.Context, v any) error {
 	return nil
 }
 
+// isJSON reports whether a Content-Type names JSON: application/json or a
+// +json type, compared without regard to case (RFC 9110). A missing one is
+// not JSON: the API promises 415 for anything else.
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && (mt == echo.MIMEApplicationJSON || (strings.HasPrefix(mt, "application/") && strings.HasSuffix(mt, "+json")))
+}
+
 func bindError(err error) error {
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
@@ -54,7 +63,7 @@ func bindError(err error) error {
 		return problem.New(http.StatusBadRequest, "malformed_json", "field "+field+" has the wrong type")
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return problem.Invalid(name, "unknown field")
+		return apperr.Invalid(name, "unknown field")
 	case err.Error() == "http: request body too large":
 		return problem.New(http.StatusRequestEntityTooLarge, "body_too_large", "request body exceeds 1 MiB")
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
 
+	"tenantbase/libs/logctx"
 	"tenantbase/libs/problem"
 )
 
@@ -25,26 +26,14 @@ const MaxBodyBytes = 1 << 20
 // HeaderRequestID carries the request id in and out.
 const HeaderRequestID = echo.HeaderXRequestID
 
-type logKey struct{}
-
-// WithLogger returns ctx carrying log.
-func WithLogger(ctx context.Context, log *slog.Logger) context.Context {
-	return context.WithValue(ctx, logKey{}, log)
-}
-
 // Logger returns the request-scoped logger in ctx (it carries request_id,
 // and tenant_id where there is one), or slog.Default().
-func Logger(ctx context.Context) *slog.Logger {
-	if l, ok := ctx.Value(logKey{}).(*slog.Logger); ok {
-		return l
-	}
-	return slog.Default()
-}
+func Logger(ctx context.Context) *slog.Logger { return logctx.From(ctx, slog.Default()) }
 
 // AddLogAttrs adds attributes (such as tenant_id) to the request's logger.
 func AddLogAttrs(c echo.Context, args ...any) {
 	r := c.Request()
-	c.SetRequest(r.WithContext(WithLogger(r.Context(), Logger(r.Context()).With(args...))))
+	c.SetRequest(r.WithContext(logctx.With(r.Context(), Logger(r.Context()).With(args...))))
 }
 
 // Options configure New.
@@ -64,7 +53,7 @@ func New(opts Options) *echo.Echo {
 		Generator: func() string { return uuid.NewString() },
 		RequestIDHandler: func(c echo.Context, id string) {
 			r := c.Request()
-			c.SetRequest(r.WithContext(WithLogger(r.Context(), opts.Log.With("request_id", id))))
+			c.SetRequest(r.WithContext(logctx.With(r.Context(), opts.Log.With("request_id", id))))
 		},
 	}))
 	e.Use(observe(opts.Metrics))

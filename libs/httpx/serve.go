@@ -16,9 +16,40 @@ type Server struct {
 	Handler  http.Handler
 }
 
-// Listen opens addr ("127.0.0.1:0" picks a free port).
-func Listen(addr string) (net.Listener, error) {
-	return net.Listen("tcp", addr)
+// Addrs are the bound addresses of a service's public and internal listeners.
+type Addrs struct {
+	Public   string
+	Internal string
+}
+
+// Listeners is the public and internal listener pair every service has.
+type Listeners struct {
+	Public, Internal net.Listener
+}
+
+// Listen binds both addresses ("127.0.0.1:0" picks a free port).
+func Listen(public, internal string) (Listeners, error) {
+	pl, err := net.Listen("tcp", public)
+	if err != nil {
+		return Listeners{}, err
+	}
+	il, err := net.Listen("tcp", internal)
+	if err != nil {
+		pl.Close()
+		return Listeners{}, err
+	}
+	return Listeners{Public: pl, Internal: il}, nil
+}
+
+// Addrs are the addresses l is bound to.
+func (l Listeners) Addrs() Addrs {
+	return Addrs{Public: l.Public.Addr().String(), Internal: l.Internal.Addr().String()}
+}
+
+// Serve serves public and internal on l until ctx is cancelled or one
+// fails (see Serve).
+func (l Listeners) Serve(ctx context.Context, timeout time.Duration, public, internal http.Handler) error {
+	return Serve(ctx, timeout, Server{Listener: l.Public, Handler: public}, Server{Listener: l.Internal, Handler: internal})
 }
 
 // Serve serves every server until ctx is cancelled or one fails, then shuts

@@ -8,7 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"tenantbase/libs/problem"
+	"tenantbase/libs/apperr"
 )
 
 // Page sizes of every list.
@@ -18,10 +18,10 @@ const (
 )
 
 func errLimit() error {
-	return problem.Invalid("limit", fmt.Sprintf("must be between 1 and %d", MaxLimit))
+	return apperr.Invalid("limit", fmt.Sprintf("must be between 1 and %d", MaxLimit))
 }
 
-func errCursor() error { return problem.Invalid("cursor", "is not a cursor this API returned") }
+func errCursor() error { return apperr.Invalid("cursor", "is not a cursor this API returned") }
 
 // Request selects one page: at most Limit items past Cursor (0 for the
 // first page).

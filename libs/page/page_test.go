@@ -7,15 +7,15 @@ import (
 	"strconv"
 	"testing"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/page"
-	"tenantbase/libs/problem"
 )
 
-// field returns the field a validation problem names, or "".
+// field returns the field a validation error names, or "".
 func field(err error) string {
-	var p *problem.Problem
-	if errors.As(err, &p) && len(p.Errors) == 1 {
-		return p.Errors[0].Field
+	var v *apperr.ValidationError
+	if errors.As(err, &v) && len(v.Fields) == 1 {
+		return v.Fields[0].Field
 	}
 	return ""
 }

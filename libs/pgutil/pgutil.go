@@ -14,20 +14,12 @@ import (
 	"github.com/golang-migrate/migrate/v4"
 	_ "github.com/golang-migrate/migrate/v4/database/pgx/v5" // registers the pgx5:// driver
 	"github.com/golang-migrate/migrate/v4/source/iofs"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// SQLSTATE codes the services translate.
-const (
-	UniqueViolation   = "23505"
-	CheckViolation    = "23514"
-	DuplicateDatabase = "42P04"
-	DuplicateObject   = "42710"
-	InvalidCatalog    = "3D000"
-	UndefinedObject   = "42704"
-)
-
-// Code returns the SQLSTATE of err, or "".
+// Code returns the SQLSTATE of err, or "" (compare it with the names of
+// github.com/jackc/pgerrcode).
 func Code(err error) string {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
@@ -36,9 +28,6 @@ func Code(err error) string {
 	return ""
 }
 
-// IsUniqueViolation reports whether err is a unique-constraint violation.
-func IsUniqueViolation(err error) bool { return Code(err) == UniqueViolation }
-
 // IsUnavailable reports whether err means the database could not be reached
 // or dropped the connection: an outage to report as 503, not a bug.
 func IsUnavailable(err error) bool {
@@ -46,9 +35,11 @@ func IsUnavailable(err error) bool {
 	if errors.As(err, &connectErr) {
 		return true
 	}
-	// Class 08 is connection exceptions; 57P01-57P03 are shutdowns and a
-	// server that is starting up.
-	if code := Code(err); strings.HasPrefix(code, "08") || code == "57P01" || code == "57P02" || code == "57P03" {
+	// Class 08 is connection exceptions; then shutdowns and a server that
+	// is starting up.
+	switch code := Code(err); {
+	case pgerrcode.IsConnectionException(code), code == pgerrcode.AdminShutdown, code == pgerrcode.CrashShutdown,
+		code == pgerrcode.CannotConnectNow:
 		return true
 	}
 	var netErr net.Error

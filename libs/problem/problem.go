@@ -4,9 +4,10 @@ package problem
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
+
+	"tenantbase/libs/apperr"
 )
 
 // ContentType is the media type of every error body.
@@ -37,7 +38,9 @@ func (p *Problem) Error() string {
 	return p.Code
 }
 
-// New returns a problem with the given status, code and detail.
+// New returns a problem with the given status, code and detail. The HTTP
+// layer uses it for answers of its own (a bad header, a missing token);
+// domain code returns sentinels and apperr errors instead.
 func New(status int, code, detail string) *Problem {
 	return &Problem{
 		Type:   "https://tenantbase.dev/problems/" + code,
@@ -48,20 +51,10 @@ func New(status int, code, detail string) *Problem {
 	}
 }
 
-// Invalid is a 422 naming the field that failed validation.
-func Invalid(field, message string) *Problem {
-	p := New(http.StatusUnprocessableEntity, "validation_failed", fmt.Sprintf("%s: %s", field, message))
-	p.Errors = []FieldError{{Field: field, Message: message}}
-	return p
-}
-
 // WithRetryAfter returns a copy of p announcing when to retry, in seconds (at least 1).
 func (p *Problem) WithRetryAfter(seconds int) *Problem {
 	cp := *p
-	if seconds < 1 {
-		seconds = 1
-	}
-	cp.RetryAfter = seconds
+	cp.RetryAfter = max(seconds, 1)
 	return &cp
 }
 
@@ -74,18 +67,34 @@ func (p *Problem) RetryAfterHeader() string {
 }
 
 // Rule maps a domain error (matched with errors.Is) to a problem. Errors
-// that are no sentinel, such as a driver's connection failures, are matched
-// with Match instead; Detail then says what the client is told.
+// that are no sentinel, such as a driver's connection failures or typed
+// errors, are matched with Match instead. Detail says what the client is
+// told; empty means the error's own text (a sentinel's or a validation
+// error's, never that of an error matched by Match alone).
 type Rule struct {
 	Err    error
 	Match  func(error) bool
 	Status int
 	Code   string
 	Detail string
+	// RetryAfter, when set, gives the Retry-After seconds for the error.
+	RetryAfter func(error) int
 }
+
+// RetryIn is a Rule.RetryAfter that always answers seconds.
+func RetryIn(seconds int) func(error) int { return func(error) int { return seconds } }
 
 // Table is a service's one mapping from domain errors to problems.
 type Table []Rule
+
+// Common are the rules of the errors every service shares: validation
+// errors (422 validation_failed naming each field) and locked accounts
+// (429 too_many_attempts with Retry-After). Services append their own.
+var Common = Table{
+	{Match: apperr.IsValidation, Status: http.StatusUnprocessableEntity, Code: "validation_failed"},
+	{Match: apperr.IsLocked, Status: http.StatusTooManyRequests, Code: "too_many_attempts",
+		Detail: "too many failed attempts for this account; try again later", RetryAfter: apperr.RetryAfterSeconds},
+}
 
 // Lookup finds the problem for err: a *Problem in the chain wins, then the
 // first matching rule. ok is false for errors the table does not know.
@@ -95,40 +104,26 @@ func (t Table) Lookup(err error) (*Problem, bool) {
 		return p, true
 	}
 	for _, r := range t {
-		if (r.Err != nil && errors.Is(err, r.Err)) || (r.Match != nil && r.Match(err)) {
-			detail := r.Detail
-			if detail == "" && r.Err != nil {
-				detail = r.Err.Error()
-			}
-			return New(r.Status, r.Code, detail), true
+		if (r.Err == nil || !errors.Is(err, r.Err)) && (r.Match == nil || !r.Match(err)) {
+			continue
 		}
+		p := New(r.Status, r.Code, r.Detail)
+		var v *apperr.ValidationError
+		if errors.As(err, &v) {
+			for _, f := range v.Fields {
+				p.Errors = append(p.Errors, FieldError{Field: f.Field, Message: f.Reason})
+			}
+			if p.Detail == "" {
+				p.Detail = v.Error()
+			}
+		}
+		if p.Detail == "" && r.Err != nil {
+			p.Detail = r.Err.Error()
+		}
+		if r.RetryAfter != nil {
+			p = p.WithRetryAfter(r.RetryAfter(err))
+		}
+		return p, true
 	}
 	return nil, false
-}
-
-// Join merges the validation problems among errs into one 422 that names
-// every failing field; the first error that is no validation problem is
-// returned as it is instead.
-func Join(errs ...error) error {
-	var joined *Problem
-	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		var p *Problem
-		if !errors.As(err, &p) || p.Status != http.StatusUnprocessableEntity {
-			return err
-		}
-		if joined == nil {
-			cp := *p
-			joined = &cp
-			continue
-		}
-		joined.Errors = append(append([]FieldError(nil), joined.Errors...), p.Errors...)
-		joined.Detail += "; " + p.Detail
-	}
-	if joined == nil {
-		return nil
-	}
-	return joined
 }

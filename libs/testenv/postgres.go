@@ -156,6 +156,16 @@ func OnDatabase(tb testing.TB, dsn, name string) string {
 	return out
 }
 
+// OnDatabaseDSN is OnDatabase for a DSN known to be well-formed (one
+// PostgresURL returned), with SSL off unless the DSN says otherwise.
+func OnDatabaseDSN(dsn, name string) string {
+	out, err := pgcluster.WithDatabase(dsn, name)
+	if err != nil {
+		panic("testenv: " + err.Error())
+	}
+	return withSSLDisabled(out)
+}
+
 func execOn(ctx context.Context, dsn, sql string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {

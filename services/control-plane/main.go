@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 
+	"tenantbase/libs/config"
 	"tenantbase/libs/service"
 	"tenantbase/services/control-plane/app"
 )
@@ -28,9 +29,13 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	log := service.NewLogger(cfg.LogLevel)
+	level, err := config.ParseLogLevel(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log := service.NewLogger(level)
 	if len(args) == 0 {
-		return app.Run(ctx, cfg, log, nil)
+		return app.Run(ctx, cfg, log)
 	}
 	switch args[0] {
 	case "migrate":

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 
+	"tenantbase/libs/config"
 	"tenantbase/libs/service"
 	"tenantbase/services/tenant-plane/app"
 )
@@ -27,7 +28,11 @@ func run(args []string) error {
 		return err
 	}
 	if len(args) == 0 {
-		return app.Run(ctx, cfg, service.NewLogger(cfg.LogLevel), nil)
+		level, err := config.ParseLogLevel(cfg.LogLevel)
+		if err != nil {
+			return err
+		}
+		return app.Run(ctx, cfg, service.NewLogger(level))
 	}
 	if args[0] == "healthcheck" {
 		return service.Healthcheck(cfg.HTTPAddr)

@@ -30,9 +30,8 @@ import (
 
 const (
 	// clusterPort differs from the test cluster's (55432) so both can run.
-	clusterPort        = 55433
-	defaultIngressAddr = "127.0.0.1:8000"
-	defaultCoreDB      = "tenantbase"
+	clusterPort   = 55433
+	defaultCoreDB = "tenantbase"
 )
 
 func main() {
@@ -42,10 +41,30 @@ func main() {
 	}
 }
 
+// Config is what the local runner itself reads from the environment; each
+// plane reads its own Config too.
+type Config struct {
+	// IngressAddr is the one entry point, routing on X-TENANT.
+	IngressAddr string `envconfig:"INGRESS_ADDR" default:"127.0.0.1:8000"`
+	// NATSURL is a NATS server to use; empty means one embedded here.
+	NATSURL string `envconfig:"NATS_URL"`
+	// PublicURL is where verification links point; empty means the ingress.
+	PublicURL string `envconfig:"PUBLIC_URL"`
+	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+}
+
 func run() error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stopSignals()
 
+	var cfg Config
+	if err := config.Load(&cfg); err != nil {
+		return err
+	}
+	level, err := config.ParseLogLevel(cfg.LogLevel)
+	if err != nil {
+		return err
+	}
 	local, err := pgcluster.LocalDir()
 	if err != nil {
 		return err
@@ -58,9 +77,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("tenant plane config: %w", err)
 	}
-	log := newLogger(cpCfg.LogLevel)
+	log := newLogger(level)
 
-	natsURL, natsNote := os.Getenv("NATS_URL"), "from NATS_URL"
+	natsURL, natsNote := cfg.NATSURL, "from NATS_URL"
 	if natsURL == "" {
 		storeDir := filepath.Join(local, "nats")
 		ns, err := natsembed.Start(natsembed.Options{Host: "127.0.0.1", StoreDir: storeDir})
@@ -82,22 +101,19 @@ func run() error {
 	if pg.started != nil {
 		defer func() {
 			if err := pg.started.Stop(); err != nil {
-				log.Error("stopping PostgreSQL", "err", err)
+				log.Error("stopping PostgreSQL", "error", err.Error())
 				return
 			}
 			log.Info("PostgreSQL stopped", "dir", pg.started.Dir())
 		}()
 	}
 
-	ingressAddr := os.Getenv("INGRESS_ADDR")
-	if ingressAddr == "" {
-		ingressAddr = defaultIngressAddr
-	}
+	ingressAddr := cfg.IngressAddr
 	keysDir := filepath.Join(local, "keys")
 	cpCfg.DatabaseURL = config.Secret(pg.coreURL)
 	cpCfg.NATSURL, tpCfg.NATSURL = natsURL, natsURL
 	cpCfg.KeysDir, tpCfg.KeysDir = keysDir, keysDir
-	if os.Getenv("PUBLIC_URL") == "" {
+	if cfg.PublicURL == "" {
 		cpCfg.PublicURL = "http://" + ingressAddr
 	}
 
@@ -106,7 +122,7 @@ func run() error {
 	appCtx, cancelApps := context.WithCancel(context.Background())
 	defer cancelApps()
 	cp, cpAddrs, err := startService(ctx, appCtx, "control plane", func(ctx context.Context, ready func(addrs)) error {
-		return cpapp.Run(ctx, cpCfg, log.With("service", "control-plane"), func(a cpapp.Addrs) { ready(addrs{a.Public, a.Internal}) })
+		return cpapp.Run(ctx, cpCfg, log.With("service", "control-plane"), cpapp.WithReady(func(a cpapp.Addrs) { ready(addrs{a.Public, a.Internal}) }))
 	})
 	// Registered after the NATS and Postgres cleanups, so it runs before them.
 	defer cp.stop(cancelApps)
@@ -116,7 +132,7 @@ func run() error {
 
 	tpCfg.ControlPlaneURL = "http://" + cpAddrs.internal
 	tp, tpAddrs, err := startService(ctx, appCtx, "tenant plane", func(ctx context.Context, ready func(addrs)) error {
-		return tpapp.Run(ctx, tpCfg, log.With("service", "tenant-plane"), func(a tpapp.Addrs) { ready(addrs{a.Public, a.Internal}) })
+		return tpapp.Run(ctx, tpCfg, log.With("service", "tenant-plane"), tpapp.WithReady(func(a tpapp.Addrs) { ready(addrs{a.Public, a.Internal}) }))
 	})
 	defer tp.stop(cancelApps)
 	if err != nil {
@@ -270,11 +286,7 @@ Ctrl-C stops everything.
 `, base, cp.public, cp.internal, tp.public, tp.internal, pgcluster.Redact(pg.coreURL), pgNote, natsURL, natsNote, base, base)
 }
 
-func newLogger(level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
+func newLogger(level slog.Level) *slog.Logger {
 	// Text, not JSON: this runner is read by people at a terminal.
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }

@@ -35,7 +35,7 @@ func New(controlPlane, tenantPlane *url.URL, log *slog.Logger) http.Handler {
 				r.Out.Host = r.In.Host
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				log.Error("ingress: upstream unreachable", "upstream", name, "request_id", r.Header.Get(RequestIDHeader), "err", err)
+				log.Error("ingress: upstream unreachable", "upstream", name, "request_id", r.Header.Get(RequestIDHeader), "error", err.Error())
 				writeProblem(w, problem.New(http.StatusBadGateway, "upstream_unavailable", name+" is not answering"))
 			},
 		}

@@ -1,9 +1,7 @@
 package app
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 
@@ -13,53 +11,21 @@ import (
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/page"
 	"tenantbase/services/control-plane/internal/accounts"
-	"tenantbase/services/control-plane/internal/mailer"
 )
 
-// mountAccounts registers core users: registration, verification, login,
-// tokens and the platform-admin user API. It creates the bootstrap admin
-// when one is configured and absent.
-func mountAccounts(ctx context.Context, d *deps) error {
-	var mail accounts.Mailer = mailer.Log{}
-	if d.cfg.SMTPAddr != "" {
-		smtp, err := mailer.NewSMTP(d.cfg.SMTPAddr, d.cfg.SMTPFrom, d.cfg.SMTPUsername, d.cfg.SMTPPassword.Reveal())
-		if err != nil {
-			return err
-		}
-		mail = smtp
-	} else {
-		d.log.Warn("no SMTP server configured (SMTP_ADDR): verification links are written to the log")
-	}
-	d.accounts = accounts.New(d.pool, d.passwords, d.keys, mail, accounts.Options{
-		PublicURL:       d.cfg.PublicURL,
-		OpenOwnerSignup: d.cfg.OwnerSignupPolicy == "open",
-		AccessTokenTTL:  d.cfg.AccessTokenTTL,
-		RefreshTokenTTL: d.cfg.RefreshTokenTTL,
-		Throttle:        auth.Throttle{MaxFailures: d.cfg.LoginMaxFailures, Lockout: d.cfg.LoginLockout},
-	})
-
-	if d.cfg.BootstrapAdminEmail != "" {
-		created, err := d.accounts.EnsureAdmin(ctx, d.cfg.BootstrapAdminEmail, d.cfg.BootstrapAdminPassword.Reveal())
-		if err != nil {
-			return fmt.Errorf("bootstrap admin: %w", err)
-		}
-		if created {
-			d.log.Info("bootstrap admin created", "email", d.cfg.BootstrapAdminEmail)
-		}
-	}
-
-	h := accountsAPI{svc: d.accounts}
-	d.public.POST("/auth/register", h.handleRegister)
-	d.public.GET("/auth/verify", h.handleVerifyLink)
-	d.public.POST("/auth/verify", h.handleVerify)
-	d.public.POST("/auth/verify/resend", h.handleResendVerification)
-	d.public.POST("/auth/login", h.handleLogin)
-	d.public.POST("/auth/refresh", h.handleRefresh)
-	d.public.POST("/auth/logout", h.handleLogout)
-	d.public.GET("/auth/me", h.handleMe, d.requireUser)
-	d.public.GET("/admin/users", h.handleListUsers, d.requireAdmin)
-	d.public.PATCH("/admin/users/:id", h.handleUpdateUser, d.requireAdmin)
-	return nil
+// registerAccountRoutes registers core users: registration, verification,
+// login, tokens and the platform-admin user API.
+func registerAccountRoutes(e *echo.Echo, h accountsAPI, mw middleware) {
+	e.POST("/auth/register", h.handleRegister)
+	e.GET("/auth/verify", h.handleVerifyLink)
+	e.POST("/auth/verify", h.handleVerify)
+	e.POST("/auth/verify/resend", h.handleResendVerification)
+	e.POST("/auth/login", h.handleLogin)
+	e.POST("/auth/refresh", h.handleRefresh)
+	e.POST("/auth/logout", h.handleLogout)
+	e.GET("/auth/me", h.handleMe, mw.requireUser)
+	e.GET("/admin/users", h.handleListUsers, mw.requireAdmin)
+	e.PATCH("/admin/users/:id", h.handleUpdateUser, mw.requireAdmin)
 }
 
 type accountsAPI struct {
@@ -135,12 +101,8 @@ func (h accountsAPI) handleLogin(c echo.Context) error {
 	return c.JSON(http.StatusOK, t)
 }
 
-type refreshRequest struct {
-	RefreshToken string `json:"refresh_token"`
-}
-
 func (h accountsAPI) handleRefresh(c echo.Context) error {
-	var in refreshRequest
+	var in auth.RefreshRequest
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}
@@ -152,7 +114,7 @@ func (h accountsAPI) handleRefresh(c echo.Context) error {
 }
 
 func (h accountsAPI) handleLogout(c echo.Context) error {
-	var in refreshRequest
+	var in auth.RefreshRequest
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}

@@ -67,10 +67,10 @@ func TestAdminBootstrap(t *testing.T) {
 				cfg.BootstrapAdminPassword = config.Secret(tc.password)
 				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 				defer cancel()
-				err := app.Run(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)), func(app.Addrs) {
+				err := app.Run(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)), app.WithReady(func(app.Addrs) {
 					t.Error("the control plane started")
 					cancel()
-				})
+				}))
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("Run error %v, want one naming %s", err, tc.want)
 				}

@@ -1,5 +1,7 @@
 // Package app wires the control plane: configuration, the core database,
 // keys, the public and internal HTTP listeners and the background workers.
+// Run builds every part in one sequence; the register functions only
+// register routes.
 package app
 
 import (
@@ -8,55 +10,61 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/auth"
-	"tenantbase/libs/config"
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/internal/accounts"
 	"tenantbase/services/control-plane/internal/deployment"
+	"tenantbase/services/control-plane/internal/mailer"
+	"tenantbase/services/control-plane/internal/natsbus"
+	"tenantbase/services/control-plane/internal/organizations"
+	"tenantbase/services/control-plane/internal/outbox"
 	"tenantbase/services/control-plane/internal/provisioning"
+	"tenantbase/services/control-plane/internal/secretbox"
 )
 
 // Addrs are the bound addresses of the two listeners.
-type Addrs struct {
-	Public   string
-	Internal string
+type Addrs = httpx.Addrs
+
+// Option changes how Run runs; production runs take none.
+type Option func(*options)
+
+type options struct {
+	ready      func(Addrs)
+	beforeStep func(ctx context.Context, orgID int64, step string) error
 }
 
-// deps is what the parts of the control plane are built from.
-type deps struct {
-	cfg  Config
-	log  *slog.Logger
-	pool *pgxpool.Pool
-	// deployment is this deployment's id, stored in the core database.
-	deployment string
-	keys       *auth.Keys
-	passwords  *auth.Passwords
-	metrics    *httpx.Metrics
-	public     *echo.Echo
-	internal   *echo.Echo
-	// accounts is set by mountAccounts, which runs first.
-	accounts *accounts.Service
-	// jobs is set by mountOrganizations; it enqueues background work in a
-	// caller's transaction (see ownerPasswordChanged).
-	jobs *provisioning.Jobs
+// WithReady has Run call ready once both listeners are bound.
+func WithReady(ready func(Addrs)) Option { return func(o *options) { o.ready = ready } }
+
+// WithBeforeProvisionStep has f run before every provisioning step; an
+// error it returns fails the step. Tests inject failures and count steps
+// with it.
+func WithBeforeProvisionStep(f func(ctx context.Context, orgID int64, step string) error) Option {
+	return func(o *options) { o.beforeStep = f }
 }
 
 // Run serves the control plane until ctx is cancelled, then shuts down
-// gracefully. ready, when not nil, is called once both listeners are bound.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) error {
-	if err := cfg.validate(); err != nil {
+// gracefully: HTTP first, then the background work, then NATS and the pools.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log.Info("starting control plane", "config", cfg)
 
+	// The core database and this deployment's identity.
 	if _, err := Migrate(ctx, cfg); err != nil {
 		return err
 	}
@@ -70,68 +78,145 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		return err
 	}
 	log.Info("deployment", "deployment_id", dep)
+	if err := provisioning.RestrictDatabase(ctx, pool); err != nil {
+		return fmt.Errorf("close the core database to tenant roles: %w", err)
+	}
 
+	// Keys and secrets.
 	priv, err := auth.LoadSigningKey(cfg.JWTSigningKey.Reveal(), cfg.KeysDir, "control-plane-jwt")
 	if err != nil {
 		return err
 	}
+	keys := auth.NewKeys(cfg.JWTIssuer, priv)
 	passwords, err := auth.NewPasswords(cfg.BcryptCost)
 	if err != nil {
 		return err
 	}
+	credKey, err := secretbox.LoadKey(cfg.CredentialsKey.Reveal(), cfg.KeysDir, "credentials")
+	if err != nil {
+		return err
+	}
+	box, err := secretbox.New(credKey)
+	if err != nil {
+		return err
+	}
+
+	// Core accounts.
+	mail, err := newMailer(cfg, log)
+	if err != nil {
+		return err
+	}
+	accountSvc := accounts.New(pool, passwords, keys, mail, accounts.Options{
+		PublicURL:       cfg.PublicURL,
+		OpenOwnerSignup: cfg.OwnerSignupPolicy == "open",
+		AccessTokenTTL:  cfg.AccessTokenTTL,
+		RefreshTokenTTL: cfg.RefreshTokenTTL,
+		Throttle:        auth.Throttle{MaxFailures: cfg.LoginMaxFailures, Lockout: cfg.LoginLockout},
+		Log:             log,
+	})
+	defer accountSvc.Close()
+	if err := ensureBootstrapAdmin(ctx, cfg, accountSvc, log); err != nil {
+		return err
+	}
+
+	// Organizations, their provisioning jobs and their events.
+	jobs, err := provisioning.NewJobs(pool, cfg.ProvisionMaxAttempts)
+	if err != nil {
+		return err
+	}
+	orgs := organizations.NewStore(pool, jobs, dep)
+	prov, err := provisioning.New(ctx, pool, orgs, jobs, box, provisioning.Options{
+		Deployment: dep,
+		CoreDSN:    cfg.DatabaseURL.Reveal(),
+		AdminDSN:   cfg.tenantAdminDSN(),
+		Host:       cfg.TenantDBHost,
+		Port:       cfg.TenantDBPort,
+		BeforeStep: beforeStep(cfg.ProvisionStepDelay, o.beforeStep),
+	}, log)
+	if err != nil {
+		return err
+	}
+	defer prov.Close()
+	runner, err := provisioning.NewRunner(pool, prov, provisioning.RunnerOptions{
+		Workers:      cfg.Workers,
+		MaxAttempts:  cfg.ProvisionMaxAttempts,
+		RetryBackoff: cfg.ProvisionRetryBackoff,
+		JobTimeout:   cfg.JobTimeout,
+		RescueAfter:  cfg.JobRescueAfter,
+		StopTimeout:  cfg.ShutdownTimeout,
+	}, log)
+	if err != nil {
+		return err
+	}
+	eventLog := log.With("component", "events")
+	bus, err := natsbus.Connect(cfg.NATSURL, "control-plane", natsbus.StreamOptions{
+		Channel: cfg.eventChannel(), MaxAge: cfg.EventsMaxAge, Replicas: cfg.EventsReplicas,
+	}, eventLog)
+	if err != nil {
+		return err
+	}
+	defer bus.Close()
+	ectx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	if err := bus.EnsureStream(ectx); err != nil {
+		// Events wait in the outbox: NATS being down never stops the API.
+		eventLog.Warn("event stream not ready yet; events wait in the outbox", "error", err.Error())
+	}
+	cancel()
+	relay := &outbox.Relay{
+		Pool:      pool,
+		DSN:       cfg.DatabaseURL.Reveal(),
+		Publisher: bus,
+		Log:       eventLog,
+		Retention: cfg.EventsMaxAge,
+	}
+
+	// HTTP.
 	metrics := httpx.NewMetrics()
-	d := &deps{
-		cfg:        cfg,
-		log:        log,
-		pool:       pool,
-		deployment: dep,
-		keys:       auth.NewKeys(cfg.JWTIssuer, priv),
-		passwords:  passwords,
-		metrics:    metrics,
-		public:     httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics}),
-		internal:   httpx.New(httpx.Options{Log: log, Errors: errorTable}),
-	}
-	d.internal.GET("/metrics", echo.WrapHandler(metrics.Handler()))
-	d.public.GET("/health", httpx.Health(cfg.Version))
-	d.public.GET("/health/db", d.handleHealthDB)
-	d.public.GET("/.well-known/jwks.json", func(c echo.Context) error { return c.JSON(http.StatusOK, d.keys.JWKS()) })
-	d.public.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", OpenAPI) })
+	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics})
+	internal := httpx.New(httpx.Options{Log: log, Errors: errorTable})
+	mw := middleware{keys: keys, accounts: accountSvc, serviceToken: cfg.ServiceToken.Reveal()}
+	registerServiceRoutes(public, internal, cfg.Version, keys, pool, metrics)
+	registerAccountRoutes(public, accountsAPI{svc: accountSvc}, mw)
+	registerPasswordRoute(public, passwordAPI{accounts: accountSvc, jobs: jobs}, mw)
+	registerOrganizationRoutes(public, orgAPI{accounts: accountSvc, store: orgs}, mw)
+	registerInternalRoutes(internal, internalAPI{store: orgs, box: box, deployment: dep}, mw)
 
-	if err := mountAccounts(ctx, d); err != nil {
-		return err
-	}
-	background, err := mountOrganizations(ctx, d)
+	listeners, err := httpx.Listen(cfg.HTTPAddr, cfg.InternalAddr)
 	if err != nil {
 		return err
 	}
-
-	pl, err := httpx.Listen(cfg.HTTPAddr)
-	if err != nil {
-		return err
-	}
-	il, err := httpx.Listen(cfg.InternalAddr)
-	if err != nil {
-		pl.Close()
-		return err
-	}
-	addrs := Addrs{Public: pl.Addr().String(), Internal: il.Addr().String()}
-	log.Info("control plane listening", "public", addrs.Public, "internal", addrs.Internal)
-	if ready != nil {
-		ready(addrs)
+	log.Info("control plane listening", "public", listeners.Addrs().Public, "internal", listeners.Addrs().Internal)
+	if o.ready != nil {
+		o.ready(listeners.Addrs())
 	}
 
+	// Background work runs on a context of its own, so that it stops only
+	// once the listeners have drained.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	bgDone := make(chan error, 1)
-	go func() { bgDone <- background(bgCtx) }()
-
-	serveErr := httpx.Serve(ctx, cfg.ShutdownTimeout,
-		httpx.Server{Listener: pl, Handler: d.public},
-		httpx.Server{Listener: il, Handler: d.internal})
+	var wg sync.WaitGroup
+	var bgErrs [2]error
+	for i, run := range []func(context.Context) error{
+		func(ctx context.Context) error {
+			// Jobs drop and change tenant objects only when they carry
+			// their tag, so tenants provisioned before tags get theirs first.
+			if err := tagLegacy(ctx, prov, log); err != nil {
+				return nil
+			}
+			return runner.Run(ctx)
+		},
+		relay.Run,
+	} {
+		wg.Go(func() {
+			if bgErrs[i] = run(bgCtx); bgErrs[i] != nil {
+				log.Error("background work stopped", "error", bgErrs[i].Error())
+			}
+		})
+	}
+	serveErr := listeners.Serve(ctx, cfg.ShutdownTimeout, public, internal)
 	stopBackground()
-	bgErr := <-bgDone
-	d.accounts.Close()
+	wg.Wait()
 	log.Info("control plane stopped")
-	return errors.Join(serveErr, bgErr)
+	return errors.Join(serveErr, bgErrs[0], bgErrs[1])
 }
 
 // Migrate applies the core migrations and returns the schema version.
@@ -139,39 +224,81 @@ func Migrate(ctx context.Context, cfg Config) (uint, error) {
 	return pgutil.Migrate(cfg.DatabaseURL.Reveal(), migrations.Core, "core")
 }
 
-func (d *deps) handleHealthDB(c echo.Context) error {
-	ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
-	defer cancel()
-	if err := d.pool.Ping(ctx); err != nil {
-		httpx.Logger(ctx).Warn("core database unreachable", "error", err.Error())
-		return problem.New(http.StatusServiceUnavailable, "database_unavailable", "the core database is unreachable")
+// newMailer sends over SMTP_ADDR, or writes messages to the log when none
+// is configured (never in production: Validate refuses that).
+func newMailer(cfg Config, log *slog.Logger) (accounts.Mailer, error) {
+	if cfg.SMTPAddr == "" {
+		log.Warn("no SMTP server configured (SMTP_ADDR): verification links are written to the log")
+		return mailer.Log{Fallback: log}, nil
 	}
-	return c.JSON(http.StatusOK, map[string]any{"status": "ok", "database": "ok"})
+	return mailer.NewSMTP(cfg.SMTPAddr, cfg.SMTPFrom, cfg.SMTPUsername, cfg.SMTPPassword.Reveal())
 }
 
-func (c Config) validate() error {
-	switch c.OwnerSignupPolicy {
-	case "open", "admin":
-	default:
-		return fmt.Errorf("config: OWNER_SIGNUP_POLICY must be open or admin, got %q", c.OwnerSignupPolicy)
+// ensureBootstrapAdmin creates the configured platform admin when absent.
+func ensureBootstrapAdmin(ctx context.Context, cfg Config, svc *accounts.Service, log *slog.Logger) error {
+	if cfg.BootstrapAdminEmail == "" {
+		return nil
 	}
-	if c.LoginMaxFailures < 1 || c.LoginLockout <= 0 {
-		return errors.New("config: LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive")
+	created, err := svc.EnsureAdmin(ctx, cfg.BootstrapAdminEmail, cfg.BootstrapAdminPassword.Reveal())
+	if err != nil {
+		return fmt.Errorf("bootstrap admin: %w", err)
 	}
-	if c.AccessTokenTTL <= 0 || c.RefreshTokenTTL <= 0 {
-		return errors.New("config: ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL must be positive")
+	if created {
+		log.Info("bootstrap admin created", "email", cfg.BootstrapAdminEmail)
 	}
-	if err := deployment.Validate(c.DeploymentID); err != nil {
-		return fmt.Errorf("config: DEPLOYMENT_ID: %w", err)
+	return nil
+}
+
+// beforeStep combines the step delay of crash tests and a test's hook.
+func beforeStep(delay time.Duration, hook func(context.Context, int64, string) error) func(context.Context, int64, string) error {
+	if delay <= 0 {
+		return hook
 	}
-	if err := c.eventChannel().Validate(); err != nil {
-		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
+	return func(ctx context.Context, orgID int64, step string) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if hook != nil {
+			return hook(ctx, orgID, step)
+		}
+		return nil
 	}
-	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
-		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
+}
+
+// tagLegacy runs prov.TagLegacy until it succeeds, retrying while the
+// tenant database server cannot be reached; it fails only when ctx ends.
+func tagLegacy(ctx context.Context, prov *provisioning.Provisioner, log *slog.Logger) error {
+	wait := time.Second
+	for {
+		err := prov.TagLegacy(ctx)
+		if err == nil {
+			return nil
+		}
+		log.Error("tagging tenants provisioned before tags failed; jobs wait", "error", err.Error(), "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
 	}
-	return config.RequireInProduction(c.Env, map[string]config.Secret{
-		"JWT_SIGNING_KEY": c.JWTSigningKey,
-		"CREDENTIALS_KEY": c.CredentialsKey,
-	}, c.ServiceToken)
+}
+
+// registerServiceRoutes registers health, keys, the API document and metrics.
+func registerServiceRoutes(public, internal *echo.Echo, version string, keys *auth.Keys, pool *pgxpool.Pool, metrics *httpx.Metrics) {
+	public.GET("/health", httpx.Health(version))
+	public.GET("/health/db", func(c echo.Context) error {
+		ctx, cancel := context.WithTimeout(c.Request().Context(), 2*time.Second)
+		defer cancel()
+		if err := pool.Ping(ctx); err != nil {
+			httpx.Logger(ctx).Warn("core database unreachable", "error", err.Error())
+			return problem.New(http.StatusServiceUnavailable, "database_unavailable", "the core database is unreachable")
+		}
+		return c.JSON(http.StatusOK, map[string]any{"status": "ok", "database": "ok"})
+	})
+	public.GET("/.well-known/jwks.json", func(c echo.Context) error { return c.JSON(http.StatusOK, keys.JWKS()) })
+	public.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", OpenAPI) })
+	internal.GET("/metrics", echo.WrapHandler(metrics.Handler()))
 }

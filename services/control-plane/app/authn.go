@@ -1,6 +1,8 @@
 package app
 
 import (
+	"crypto/sha256"
+	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strconv"
@@ -18,18 +20,27 @@ const claimsKey = "core_claims"
 var (
 	errUnauthorized  = problem.New(http.StatusUnauthorized, "unauthorized", "a valid core access token is required")
 	errAdminRequired = problem.New(http.StatusForbidden, "admin_required", "this endpoint is for platform admins")
+	errServiceAuth   = problem.New(http.StatusUnauthorized, "unauthorized", "a valid service token is required")
 )
+
+// middleware authenticates callers: core users by access token, the tenant
+// plane by the service token.
+type middleware struct {
+	keys         *auth.Keys
+	accounts     *accounts.Service
+	serviceToken string
+}
 
 // requireUser admits requests that carry a valid core access token
 // (Authorization: Bearer ...) and keeps its claims for currentUser.
-func (d *deps) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
+func (m middleware) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token, ok := auth.BearerToken(c.Request())
 		if !ok {
 			return unauthorized(c)
 		}
 		var claims auth.CoreClaims
-		if err := d.keys.Parse(token, auth.CoreAudience, &claims); err != nil {
+		if err := m.keys.Parse(token, auth.CoreAudience, &claims); err != nil {
 			return unauthorized(c)
 		}
 		if _, err := subjectID(&claims); err != nil {
@@ -49,14 +60,14 @@ func unauthorized(c echo.Context) error {
 // requireAdmin admits platform admins only. The token must say is_admin and
 // the user row must still say so, so that a demoted admin loses access at
 // once rather than when the token expires.
-func (d *deps) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
-	return d.requireUser(func(c echo.Context) error {
+func (m middleware) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
+	return m.requireUser(func(c echo.Context) error {
 		claims := currentUser(c)
 		if !claims.IsAdmin {
 			return errAdminRequired
 		}
 		id, _ := subjectID(claims)
-		u, err := d.accounts.User(c.Request().Context(), id)
+		u, err := m.accounts.User(c.Request().Context(), id)
 		if errors.Is(err, accounts.ErrUserNotFound) {
 			return unauthorized(c)
 		}
@@ -68,6 +79,23 @@ func (d *deps) requireAdmin(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		return next(c)
 	})
+}
+
+// requireService admits the tenant plane: Authorization: Bearer <SERVICE_TOKEN>.
+func (m middleware) requireService(next echo.HandlerFunc) echo.HandlerFunc {
+	// Digests have equal lengths, so the comparison time says nothing
+	// about the token's length either.
+	want := sha256.Sum256([]byte(m.serviceToken))
+	configured := m.serviceToken != ""
+	return func(c echo.Context) error {
+		token, ok := auth.BearerToken(c.Request())
+		got := sha256.Sum256([]byte(token))
+		if !ok || !configured || subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			c.Response().Header().Set("WWW-Authenticate", `Bearer realm="internal"`)
+			return errServiceAuth
+		}
+		return next(c)
+	}
 }
 
 // currentUser is the verified caller of a route behind requireUser.

@@ -1,11 +1,15 @@
 package app
 
 import (
-	"context"
+	"errors"
+	"fmt"
+	"net/url"
 	"time"
 
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
+	"tenantbase/services/control-plane/internal/deployment"
+	"tenantbase/services/control-plane/internal/provisioning"
 )
 
 // Config is the control plane's whole configuration, read from the
@@ -35,7 +39,6 @@ type Config struct {
 	// CredentialsKey encrypts tenant database passwords at rest (AES-256-GCM):
 	// 32 bytes, base64. Empty outside production means a key generated once in KeysDir.
 	CredentialsKey config.Secret `envconfig:"CREDENTIALS_KEY"`
-
 	// DeploymentID names this deployment in tenant database and role names,
 	// in the tags on them and in events. Empty means the id stored in the
 	// core database, generated at random on the first start; set it (1 to
@@ -48,7 +51,7 @@ type Config struct {
 	// sharing a NATS server (without separate NATS accounts) pick their own.
 	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`
 	EventsSubjectPrefix string `envconfig:"EVENTS_SUBJECT_PREFIX" default:"tenant"`
-	// EventsMaxAge bounds how long TENANT_EVENTS keeps messages.
+	// EventsMaxAge bounds how long the stream keeps messages.
 	EventsMaxAge time.Duration `envconfig:"EVENTS_MAX_AGE" default:"720h"`
 	// EventsReplicas is the stream's replica count (3 on a JetStream cluster).
 	EventsReplicas int `envconfig:"EVENTS_REPLICAS" default:"1"`
@@ -58,18 +61,14 @@ type Config struct {
 	JWTSigningKey config.Secret `envconfig:"JWT_SIGNING_KEY"`
 	JWTIssuer     string        `envconfig:"JWT_ISSUER" default:"tenantbase-control-plane"`
 	// KeysDir keeps keys generated for local runs (git-ignored).
-	KeysDir         string        `envconfig:"KEYS_DIR" default:".local/keys"`
-	AccessTokenTTL  time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
-	RefreshTokenTTL time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
-	BcryptCost      int           `envconfig:"BCRYPT_COST" default:"12"`
+	KeysDir string `envconfig:"KEYS_DIR" default:".local/keys"`
+	config.Session
 	// OwnerSignupPolicy is "open" (anyone may register as an owner) or
 	// "admin" (only platform admins grant is_owner).
 	OwnerSignupPolicy string `envconfig:"OWNER_SIGNUP_POLICY" default:"open"`
-	// LoginMaxFailures failed logins in a row lock an account for LoginLockout.
-	LoginMaxFailures int           `envconfig:"LOGIN_MAX_FAILURES" default:"5"`
-	LoginLockout     time.Duration `envconfig:"LOGIN_LOCKOUT" default:"15m"`
 
-	// SMTPAddr (host:port) sends verification mail; empty logs the link instead.
+	// SMTPAddr (host:port) sends verification mail; empty logs the link
+	// instead, which production refuses.
 	SMTPAddr     string        `envconfig:"SMTP_ADDR"`
 	SMTPFrom     string        `envconfig:"SMTP_FROM" default:"no-reply@tenantbase.local"`
 	SMTPUsername string        `envconfig:"SMTP_USERNAME"`
@@ -91,25 +90,101 @@ type Config struct {
 	// JobRescueAfter is how long a job may stay running before it is
 	// presumed lost with a crashed process and run again (at least JobTimeout).
 	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"5m"`
-	// ProvisionStepDelay is a fault-injection knob for crash tests: a pause
-	// before every provisioning step. Leave it at 0.
+	// ProvisionStepDelay is a fault-injection knob for crash tests that run
+	// the binary: a pause before every provisioning step. Leave it at 0.
 	ProvisionStepDelay time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
-	// beforeProvisionStep, set only by tests (export_test.go), runs before
-	// every provisioning step; an error fails the step.
-	beforeProvisionStep func(ctx context.Context, orgID int64, step string) error
 	// Workers is the number of jobs this process runs at once.
 	Workers int `envconfig:"WORKERS" default:"4"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
 }
 
-func (c Config) eventChannel() events.Channel {
-	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
-}
-
-// LoadConfig reads Config from the environment.
+// LoadConfig reads Config from the environment and checks it.
 func LoadConfig() (Config, error) {
 	var cfg Config
-	err := config.Load(&cfg)
-	return cfg, err
+	if err := config.Load(&cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// DefaultConfig is Config with every default and nothing from the
+// environment: what tests start from.
+func DefaultConfig() Config {
+	var cfg Config
+	if err := config.Defaults(&cfg); err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+// Validate checks every field; the error names each bad one.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.HTTPAddr == "" || c.InternalAddr == "", "HTTP_ADDR and INTERNAL_ADDR are required")
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("PUBLIC_URL must be an absolute http(s) URL, got %q", c.PublicURL))
+	}
+	check(c.DatabaseURL == "", "DATABASE_URL is required")
+	if err := provisioning.CheckAdminDSN(c.tenantAdminDSN()); err != nil {
+		errs = append(errs, fmt.Errorf("TENANT_DB_ADMIN_URL (or DATABASE_URL): %w", err))
+	}
+	check(c.TenantDBPort < 0 || c.TenantDBPort > 65535, "TENANT_DB_PORT must be a port number")
+	if err := deployment.Validate(c.DeploymentID); err != nil {
+		errs = append(errs, fmt.Errorf("DEPLOYMENT_ID: %w", err))
+	}
+	check(c.NATSURL == "", "NATS_URL is required")
+	if err := c.eventChannel().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err))
+	}
+	check(c.EventsMaxAge <= 0, "EVENTS_MAX_AGE must be positive")
+	check(c.EventsReplicas < 1 || c.EventsReplicas > 5, "EVENTS_REPLICAS must be 1 to 5")
+	check(c.JWTIssuer == "", "JWT_ISSUER is required")
+	if err := c.Session.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.OwnerSignupPolicy != "open" && c.OwnerSignupPolicy != "admin",
+		"OWNER_SIGNUP_POLICY must be open or admin, got %q", c.OwnerSignupPolicy)
+	check((c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == ""),
+		"set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
+	check(c.ServiceToken == "", "SERVICE_TOKEN is required")
+	check(c.ProvisionMaxAttempts < 1, "PROVISION_MAX_ATTEMPTS must be at least 1")
+	check(c.ProvisionRetryBackoff <= 0, "PROVISION_RETRY_BACKOFF must be positive")
+	check(c.JobTimeout <= 0 || c.JobRescueAfter < c.JobTimeout, "JOB_TIMEOUT must be positive and JOB_RESCUE_AFTER at least JOB_TIMEOUT")
+	check(c.ProvisionStepDelay < 0, "PROVISION_STEP_DELAY must not be negative")
+	check(c.Workers < 1, "WORKERS must be at least 1")
+	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
+	if c.Env == "production" {
+		check(c.SMTPAddr == "", "ENV=production requires SMTP_ADDR: verification links must never go to the log")
+		if err := config.RequireInProduction(c.Env, map[string]config.Secret{
+			"JWT_SIGNING_KEY": c.JWTSigningKey,
+			"CREDENTIALS_KEY": c.CredentialsKey,
+		}, c.ServiceToken); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+// tenantAdminDSN is the connection that creates tenant roles and databases.
+func (c Config) tenantAdminDSN() string {
+	if c.TenantDBAdminURL != "" {
+		return c.TenantDBAdminURL.Reveal()
+	}
+	return c.DatabaseURL.Reveal()
+}
+
+func (c Config) eventChannel() events.Channel {
+	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
 }

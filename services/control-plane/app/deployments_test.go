@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"tenantbase/libs/tenantapi"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
@@ -26,14 +27,14 @@ type tenantState struct {
 	users    []string
 }
 
-func stateOf(t *testing.T, server string, db cptest.TenantDatabase) tenantState {
+func stateOf(t *testing.T, server string, db tenantapi.Database) tenantState {
 	t.Helper()
 	var s tenantState
 	testenv.QueryRow(t, server, `SELECT a.rolpassword, coalesce(shobj_description(d.oid, 'pg_database'), ''),
 			coalesce(shobj_description(a.oid, 'pg_authid'), '')
 		FROM pg_authid a, pg_database d WHERE a.rolname = $1 AND d.datname = $2`, []any{db.User, db.Name}, &s.verifier, &s.dbTag, &s.roleTag)
 	var users string
-	testenv.QueryRow(t, db.DSN(), `SELECT string_agg(email, ',' ORDER BY email) FROM tenantuser`, nil, &users)
+	testenv.QueryRow(t, cptest.DSN(&db), `SELECT string_agg(email, ',' ORDER BY email) FROM tenantuser`, nil, &users)
 	s.users = strings.Split(users, ",")
 	return s
 }
@@ -85,7 +86,7 @@ func TestDeploymentsShareATenantServer(t *testing.T) {
 		t.Fatalf("A's tenant changed while B provisioned: %+v, was %+v", got, before)
 	}
 	// A user of A's tenant exists in A's database only.
-	testenv.Exec(t, dbA.DSN(), `INSERT INTO tenantuser (email, password_hash) VALUES ('alice@a.example', 'x')`)
+	testenv.Exec(t, cptest.DSN(&dbA), `INSERT INTO tenantuser (email, password_hash) VALUES ('alice@a.example', 'x')`)
 	if got := stateOf(t, server, dbB); strings.Join(got.users, ",") != ownerB.Email {
 		t.Fatalf("B's tenant users: %v, want only B's owner", got.users)
 	}
@@ -94,7 +95,7 @@ func TestDeploymentsShareATenantServer(t *testing.T) {
 	survivors := []struct {
 		cp *cptest.ControlPlane
 		id int64
-		db cptest.TenantDatabase
+		db tenantapi.Database
 	}{{b, orgsB[0].ID, dbB}, {a, orgsA[1].ID, *a.Tenant(t, orgsA[1].ID).Database}}
 	states := []tenantState{stateOf(t, server, survivors[0].db), stateOf(t, server, survivors[1].db)}
 	deleteOrganization(t, a, ownerA, orgsA[0].ID)
@@ -121,7 +122,7 @@ func TestRestoredCoreDatabase(t *testing.T) {
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	old := cp.CreateReadyOrganization(t, owner, "Before the backup was restored")
 	oldDB := *cp.Tenant(t, old.ID).Database
-	testenv.Exec(t, oldDB.DSN(), `INSERT INTO tenantuser (email, password_hash) VALUES ('alice@example.com', 'x')`)
+	testenv.Exec(t, cptest.DSN(&oldDB), `INSERT INTO tenantuser (email, password_hash) VALUES ('alice@example.com', 'x')`)
 	before := stateOf(t, server, oldDB)
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
@@ -213,9 +214,8 @@ func TestForeignDatabaseFailsAtOnce(t *testing.T) {
 	var core string
 	var strangers []string
 	var mu sync.Mutex
-	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
-		c.ProvisionMaxAttempts = 5
-		app.SetBeforeProvisionStep(c, func(ctx context.Context, orgID int64, step string) error {
+	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) { c.ProvisionMaxAttempts = 5 },
+		RunOptions: []app.Option{app.WithBeforeProvisionStep(func(ctx context.Context, orgID int64, step string) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if step != provisioning.StepCreateDatabase || len(strangers) > 0 {
@@ -233,8 +233,8 @@ func TestForeignDatabaseFailsAtOnce(t *testing.T) {
 			strangers = append(strangers, name)
 			_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 			return err
-		})
-	}})
+		})},
+	})
 	core = cp.DatabaseURL
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	org := cp.CreateOrganization(t, owner.AccessToken, "Collides")

@@ -8,13 +8,12 @@ import (
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/organizations"
 )
 
 // errorTable maps every domain error of the control plane to its problem;
 // httpx.ErrorHandler renders it, so handlers just return errors.
-var errorTable = slices.Concat(accountErrors, organizationErrors)
-
-var accountErrors = problem.Table{
+var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: accounts.ErrEmailTaken, Status: http.StatusConflict, Code: "email_taken"},
 	{Err: accounts.ErrEmailNotVerified, Status: http.StatusForbidden, Code: "email_not_verified"},
 	{Err: accounts.ErrOwnerSignupRestricted, Status: http.StatusForbidden, Code: "owner_signup_restricted"},
@@ -24,5 +23,9 @@ var accountErrors = problem.Table{
 	{Err: accounts.ErrLastAdmin, Status: http.StatusConflict, Code: "last_admin"},
 	{Err: auth.ErrInvalidCredentials, Status: http.StatusUnauthorized, Code: "invalid_credentials"},
 	{Err: auth.ErrInvalidRefresh, Status: http.StatusUnauthorized, Code: "invalid_refresh_token"},
-	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "database_unavailable", Detail: "the core database is unreachable; try again shortly"},
-}
+	{Err: organizations.ErrNotFound, Status: http.StatusNotFound, Code: "organization_not_found"},
+	{Err: organizations.ErrInvalidStatus, Status: http.StatusConflict, Code: "invalid_status"},
+	{Err: errOwnerRequired, Status: http.StatusForbidden, Code: "owner_required"},
+	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "database_unavailable",
+		Detail: "the core database is unreachable; try again shortly", RetryAfter: problem.RetryIn(2)},
+})

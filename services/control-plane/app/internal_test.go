@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantapi"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
@@ -21,8 +22,8 @@ func TestInternalTenantAPI(t *testing.T) {
 	// until released, to see a tenant that is not ready yet.
 	var held atomic.Int64
 	release := make(chan struct{})
-	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
-		app.SetBeforeProvisionStep(c, func(ctx context.Context, orgID int64, step string) error {
+	cp := cptest.Start(t, cptest.Options{
+		RunOptions: []app.Option{app.WithBeforeProvisionStep(func(ctx context.Context, orgID int64, step string) error {
 			if orgID == held.Load() {
 				select {
 				case <-release:
@@ -31,8 +32,8 @@ func TestInternalTenantAPI(t *testing.T) {
 				}
 			}
 			return nil
-		})
-	}})
+		})},
+	})
 	releaseAll := sync.OnceFunc(func() { close(release) })
 	defer releaseAll()
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
@@ -94,7 +95,7 @@ func TestInternalTenantAPI(t *testing.T) {
 		path     string
 		status   int
 		code     string
-		want     string
+		want     tenantapi.Status
 		database bool
 	}{
 		{"ready", tenantPath(ready.ID), http.StatusOK, "", "ready", true},
@@ -114,12 +115,12 @@ func TestInternalTenantAPI(t *testing.T) {
 			res.Expect(t, tc.status)
 			var raw map[string]any
 			res.Decode(t, &raw)
-			var tenant cptest.Tenant
+			var tenant tenantapi.Tenant
 			res.Decode(t, &tenant)
 			if tenant.Status != tc.want || (tenant.Database != nil) != tc.database {
 				t.Fatalf("tenant %+v, want status %s with database %v", tenant, tc.want, tc.database)
 			}
-			for _, key := range []string{"id", "status", "schema_version"} {
+			for _, key := range []string{"id", "deployment", "status", "schema_version"} {
 				if _, ok := raw[key]; !ok {
 					t.Fatalf("answer lacks %q: %s", key, res.Body)
 				}
@@ -132,7 +133,7 @@ func TestInternalTenantAPI(t *testing.T) {
 					t.Fatalf("database %+v", db)
 				}
 				var n int
-				testenv.QueryRow(t, db.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
+				testenv.QueryRow(t, cptest.DSN(db), `SELECT count(*) FROM tenantuser`, nil, &n)
 				if res.Header.Get("Cache-Control") != "no-store" {
 					t.Fatalf("Cache-Control %q, want no-store", res.Header.Get("Cache-Control"))
 				}
@@ -168,7 +169,7 @@ func TestInternalTenantAPI(t *testing.T) {
 			"stored credential":   string(sealed),
 			"logs":                cp.Logs(),
 		} {
-			if strings.Contains(text, password) {
+			if strings.Contains(text, password.Reveal()) {
 				t.Errorf("the tenant database password appears in the %s", name)
 			}
 		}

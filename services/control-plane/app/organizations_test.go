@@ -141,7 +141,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 
 	t.Run("the tenant role reads its owner row", func(t *testing.T) {
 		var email, role, hash, tableOwner string
-		testenv.QueryRow(t, tenant.Database.DSN(), `SELECT u.email, u.role, u.password_hash, t.tableowner
+		testenv.QueryRow(t, cptest.DSN(tenant.Database), `SELECT u.email, u.role, u.password_hash, t.tableowner
 			FROM tenantuser u, pg_tables t WHERE t.tablename = 'tenantuser'`, nil, &email, &role, &hash, &tableOwner)
 		var coreHash string
 		testenv.QueryRow(t, cp.DatabaseURL, `SELECT password_hash FROM coreuser WHERE id = $1`, []any{owner.ID}, &coreHash)
@@ -160,7 +160,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				if code := connectError(t, testenv.OnDatabase(t, tenant.Database.DSN(), tc.database)); code != "42501" {
+				if code := connectError(t, testenv.OnDatabase(t, cptest.DSN(tenant.Database), tc.database)); code != "42501" {
 					t.Fatalf("connecting to %s as %s: SQLSTATE %q, want 42501 (no CONNECT privilege)", tc.database, name, code)
 				}
 			})
@@ -188,7 +188,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 		if e.Subject != events.TenantCreated || e.MsgID != env.ID {
 			t.Fatalf("subject %q, Nats-Msg-Id %q; want %s and the event id %s", e.Subject, e.MsgID, events.TenantCreated, env.ID)
 		}
-		if strings.Contains(fmt.Sprint(e.Raw), tenant.Database.Password) {
+		if strings.Contains(fmt.Sprint(e.Raw), tenant.Database.Password.Reveal()) {
 			t.Fatal("the event carries the tenant database password")
 		}
 	})

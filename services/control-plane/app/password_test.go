@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"tenantbase/libs/tenantapi"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/cptest"
 )
@@ -18,7 +19,7 @@ func TestPasswordChangeReachesTenants(t *testing.T) {
 	cp := cptest.Start(t, cptest.Options{})
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	other := cp.SignUpOwner(t, "other@example.com", ownerPassword)
-	var ownTenants []cptest.Tenant
+	var ownTenants []tenantapi.Tenant
 	for _, name := range []string{"First", "Second"} {
 		ownTenants = append(ownTenants, cp.Tenant(t, cp.CreateReadyOrganization(t, owner, name).ID))
 	}
@@ -57,9 +58,9 @@ func TestPasswordChangeReachesTenants(t *testing.T) {
 	expectProblem(t, cp.Do(t, http.MethodPost, "/auth/refresh", "", map[string]string{"refresh_token": refresh.RefreshToken}),
 		http.StatusUnauthorized, "invalid_refresh_token")
 
-	tenantHash := func(t *testing.T, tenant cptest.Tenant, email string) string {
+	tenantHash := func(t *testing.T, tenant tenantapi.Tenant, email string) string {
 		var hash string
-		testenv.QueryRow(t, tenant.Database.DSN(), `SELECT password_hash FROM tenantuser WHERE email = $1`, []any{email}, &hash)
+		testenv.QueryRow(t, cptest.DSN(tenant.Database), `SELECT password_hash FROM tenantuser WHERE email = $1`, []any{email}, &hash)
 		return hash
 	}
 	for i, tenant := range ownTenants {

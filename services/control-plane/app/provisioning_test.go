@@ -72,10 +72,10 @@ func (s *stepCounter) count(orgID int64, step string) int {
 func TestProvisioningFailureThenRetry(t *testing.T) {
 	const attempts = 3
 	steps := newStepCounter()
-	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
-		c.ProvisionMaxAttempts = attempts
-		app.SetBeforeProvisionStep(c, steps.before)
-	}})
+	cp := cptest.Start(t, cptest.Options{
+		Configure:  func(c *app.Config) { c.ProvisionMaxAttempts = attempts },
+		RunOptions: []app.Option{app.WithBeforeProvisionStep(steps.before)},
+	})
 	log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 
@@ -114,7 +114,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 			}
 			cp.WaitStatus(t, owner.AccessToken, org.ID, "ready", readyTimeout)
 			var n int
-			testenv.QueryRow(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &n)
+			testenv.QueryRow(t, cptest.DSN(cp.Tenant(t, org.ID).Database), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &n)
 			if n != 1 {
 				t.Fatalf("%d tenant admins after the retry, want 1", n)
 			}
@@ -143,7 +143,7 @@ func TestProvisioningTwoControlPlanes(t *testing.T) {
 	var cps []*cptest.ControlPlane
 	for i := range counters {
 		cps = append(cps, cptest.Start(t, cptest.Options{DatabaseURL: core, NATSURL: nats.URL(), KeysDir: keys,
-			Configure: func(c *app.Config) { app.SetBeforeProvisionStep(c, counters[i].before) }}))
+			RunOptions: []app.Option{app.WithBeforeProvisionStep(counters[i].before)}}))
 	}
 	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
 	owner := cps[0].SignUpOwner(t, "owner@example.com", ownerPassword)
@@ -229,7 +229,7 @@ func TestProvisioningWithLimitedAdmin(t *testing.T) {
 		t.Fatalf("database owner %s, want %s", dbOwner, name)
 	}
 	var n int
-	testenv.QueryRow(t, cp.Tenant(t, org.ID).Database.DSN(), `SELECT count(*) FROM tenantuser`, nil, &n)
+	testenv.QueryRow(t, cptest.DSN(cp.Tenant(t, org.ID).Database), `SELECT count(*) FROM tenantuser`, nil, &n)
 
 	cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 	cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
@@ -394,7 +394,7 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		var roles, admins, outbox int
 		testenv.QueryRow(t, server, `SELECT coalesce((SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1), ''),
 			(SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &dbOwner, &roles)
-		testenv.QueryRow(t, api.Tenant(t, id).Database.DSN(), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &admins)
+		testenv.QueryRow(t, cptest.DSN(api.Tenant(t, id).Database), `SELECT count(*) FROM tenantuser WHERE role = 'admin'`, nil, &admins)
 		testenv.QueryRow(t, core, `SELECT count(*) FROM event_outbox WHERE subject = 'tenant.created' AND payload->'data'->>'tenant_id' = $1`,
 			[]any{strconv.FormatInt(id, 10)}, &outbox)
 		if dbOwner != name || roles != 1 || admins != 1 || outbox != 1 {

@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,6 +21,8 @@ import (
 
 	"tenantbase/libs/config"
 	"tenantbase/libs/openapitest"
+	"tenantbase/libs/tenantapi"
+	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/internal/provisioning"
@@ -50,6 +50,8 @@ type Options struct {
 	KeysDir string
 	// Configure changes the configuration after the test defaults are set.
 	Configure func(*app.Config)
+	// RunOptions are passed to app.Run (test hooks).
+	RunOptions []app.Option
 }
 
 // ControlPlane is one running control plane.
@@ -83,10 +85,7 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	}
 	cp.SMTP = testenv.SMTP(tb)
 
-	cfg, err := app.LoadConfig()
-	if err != nil {
-		tb.Fatalf("cptest: load config: %v", err)
-	}
+	cfg := app.DefaultConfig()
 	cfg.Env = "test"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.InternalAddr = "127.0.0.1:0"
@@ -98,8 +97,6 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	if cfg.KeysDir == "" {
 		cfg.KeysDir = tb.TempDir()
 	}
-	cfg.JWTSigningKey = ""
-	cfg.CredentialsKey = ""
 	cfg.BcryptCost = 4
 	cfg.LogLevel = "debug"
 	cfg.BootstrapAdminEmail = AdminEmail
@@ -115,7 +112,7 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 
 	var addrs app.Addrs
 	cp.svc, addrs = testenv.StartService(tb, "control plane", slog.LevelDebug, func(ctx context.Context, log *slog.Logger, ready func(app.Addrs)) error {
-		return app.Run(ctx, cfg, log, ready)
+		return app.Run(ctx, cfg, log, append(opts.RunOptions, app.WithReady(ready))...)
 	})
 	cp.PublicURL = "http://" + addrs.Public
 	cp.InternalURL = "http://" + addrs.Internal
@@ -418,39 +415,13 @@ func (c *Client) CreateReadyOrganization(tb testing.TB, owner User, name string)
 	return c.WaitStatus(tb, owner.AccessToken, org.ID, "ready", 2*time.Minute)
 }
 
-// Tenant is what the internal API tells the tenant plane about a tenant.
-type Tenant struct {
-	ID            int64           `json:"id"`
-	Status        string          `json:"status"`
-	SchemaVersion int             `json:"schema_version"`
-	Database      *TenantDatabase `json:"database"`
-}
-
-// TenantDatabase are a ready tenant's connection details.
-type TenantDatabase struct {
-	Host     string `json:"host"`
-	Port     int    `json:"port"`
-	Name     string `json:"name"`
-	User     string `json:"user"`
-	Password string `json:"password"`
-}
-
-// DSN is a postgres:// URL for the tenant database as its own role.
-func (d TenantDatabase) DSN() string {
-	u := url.URL{
-		Scheme:   "postgres",
-		User:     url.UserPassword(d.User, d.Password),
-		Host:     net.JoinHostPort(d.Host, strconv.Itoa(d.Port)),
-		Path:     "/" + d.Name,
-		RawQuery: "sslmode=disable",
-	}
-	return u.String()
-}
+// DSN is a postgres:// URL for a tenant database as its own role.
+func DSN(db *tenantapi.Database) string { return tenantdbtest.DSN(*db) }
 
 // Tenant fetches a tenant through the internal API.
-func (c *Client) Tenant(tb testing.TB, id int64) Tenant {
+func (c *Client) Tenant(tb testing.TB, id int64) tenantapi.Tenant {
 	tb.Helper()
-	var t Tenant
-	c.Internal(tb, http.MethodGet, "/internal/tenants/"+strconv.FormatInt(id, 10)).Expect(tb, http.StatusOK).Decode(tb, &t)
+	var t tenantapi.Tenant
+	c.Internal(tb, http.MethodGet, tenantapi.Path(id)).Expect(tb, http.StatusOK).Decode(tb, &t)
 	return t
 }

@@ -6,13 +6,14 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/page"
 	"tenantbase/services/tenant-plane/internal/accounts"
 )
 
-// mountAccounts registers the tenant users' API; every route needs X-TENANT.
-func (a *api) mountAccounts(e *echo.Echo) {
+// registerAccountRoutes registers the tenant users' API; every route needs X-TENANT.
+func (a *api) registerAccountRoutes(e *echo.Echo) {
 	e.POST("/auth/register", a.handleRegister, a.requireTenant)
 	e.POST("/auth/login", a.handleLogin, a.requireTenant)
 	e.POST("/auth/refresh", a.handleRefresh, a.requireTenant)
@@ -54,12 +55,8 @@ func (a *api) handleLogin(c echo.Context) error {
 	return c.JSON(http.StatusOK, t)
 }
 
-type refreshRequest struct {
-	RefreshToken string `json:"refresh_token"`
-}
-
 func (a *api) handleRefresh(c echo.Context) error {
-	var in refreshRequest
+	var in auth.RefreshRequest
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}
@@ -72,7 +69,7 @@ func (a *api) handleRefresh(c echo.Context) error {
 }
 
 func (a *api) handleLogout(c echo.Context) error {
-	var in refreshRequest
+	var in auth.RefreshRequest
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}
@@ -84,7 +81,7 @@ func (a *api) handleLogout(c echo.Context) error {
 
 // handleGetProfile answers from the row requireUser loaded: one query per request.
 func (a *api) handleGetProfile(c echo.Context) error {
-	return c.JSON(http.StatusOK, currentAccount(c).Profile())
+	return c.JSON(http.StatusOK, accounts.ProfileOf(currentAccount(c)))
 }
 
 func (a *api) handleUpdateProfile(c echo.Context) error {

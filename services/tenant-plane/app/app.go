@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tenantbase/libs/auth"
-	"tenantbase/libs/config"
 	"tenantbase/libs/events"
 	"tenantbase/libs/httpx"
 	"tenantbase/services/tenant-plane/internal/accounts"
@@ -24,10 +22,17 @@ import (
 )
 
 // Addrs are the bound addresses of the two listeners.
-type Addrs struct {
-	Public   string
-	Internal string
+type Addrs = httpx.Addrs
+
+// Option changes how Run runs; production runs take none.
+type Option func(*options)
+
+type options struct {
+	ready func(Addrs)
 }
+
+// WithReady has Run call ready once both listeners are bound.
+func WithReady(ready func(Addrs)) Option { return func(o *options) { o.ready = ready } }
 
 // api is what the handlers are built from.
 type api struct {
@@ -37,14 +42,19 @@ type api struct {
 }
 
 // Run serves the tenant plane until ctx is cancelled, then shuts down
-// gracefully. ready, when not nil, is called once both listeners are bound.
-func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) error {
-	if err := cfg.validate(); err != nil {
+// gracefully: HTTP first, then the event consumer, then the pools.
+func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	log.Info("starting tenant plane", "config", cfg)
 	started := time.Now()
 
+	// Keys and passwords.
 	priv, err := auth.LoadSigningKey(cfg.JWTSigningKey.Reveal(), cfg.KeysDir, "tenant-plane-jwt")
 	if err != nil {
 		return err
@@ -56,6 +66,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 	}
 	metrics := httpx.NewMetrics()
 
+	// Tenant resolution and the pools of tenant databases.
 	directory := tenants.NewClient(cfg.ControlPlaneURL, cfg.ServiceToken.Reveal(), &http.Client{Timeout: cfg.LookupTimeout})
 	resolver := tenants.NewResolver(directory, tenants.Options{
 		TTL:           cfg.CacheTTL,
@@ -90,42 +101,40 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 		}),
 	}
 
+	// Events that invalidate the cache and retire pools.
 	stopEvents, err := a.followEvents(cfg, started, log.With("component", "events"))
 	if err != nil {
 		return err
 	}
 	defer stopEvents()
 
+	// HTTP.
 	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics})
-	public.HTTPErrorHandler = handleError(errorTable)
 	internal := httpx.New(httpx.Options{Log: log, Errors: errorTable})
-	jwks := func(c echo.Context) error { return c.JSON(http.StatusOK, keys.JWKS()) }
-	public.GET("/health", httpx.Health(cfg.Version))
-	public.GET("/.well-known/jwks.json", jwks)
-	public.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", OpenAPI) })
-	a.mountAccounts(public)
-	internal.GET("/metrics", echo.WrapHandler(metrics.Handler()))
-	internal.GET("/.well-known/jwks.json", jwks)
+	registerServiceRoutes(public, internal, cfg.Version, keys, metrics)
+	a.registerAccountRoutes(public)
 
-	pl, err := httpx.Listen(cfg.HTTPAddr)
+	listeners, err := httpx.Listen(cfg.HTTPAddr, cfg.InternalAddr)
 	if err != nil {
 		return err
 	}
-	il, err := httpx.Listen(cfg.InternalAddr)
-	if err != nil {
-		pl.Close()
-		return err
+	log.Info("tenant plane listening", "public", listeners.Addrs().Public, "internal", listeners.Addrs().Internal)
+	if o.ready != nil {
+		o.ready(listeners.Addrs())
 	}
-	addrs := Addrs{Public: pl.Addr().String(), Internal: il.Addr().String()}
-	log.Info("tenant plane listening", "public", addrs.Public, "internal", addrs.Internal)
-	if ready != nil {
-		ready(addrs)
-	}
-	err = httpx.Serve(ctx, cfg.ShutdownTimeout,
-		httpx.Server{Listener: pl, Handler: public},
-		httpx.Server{Listener: il, Handler: internal})
+	err = listeners.Serve(ctx, cfg.ShutdownTimeout, public, internal)
 	log.Info("tenant plane stopped")
 	return err
+}
+
+// registerServiceRoutes registers health, keys, the API document and metrics.
+func registerServiceRoutes(public, internal *echo.Echo, version string, keys *auth.Keys, metrics *httpx.Metrics) {
+	jwks := func(c echo.Context) error { return c.JSON(http.StatusOK, keys.JWKS()) }
+	public.GET("/health", httpx.Health(version))
+	public.GET("/.well-known/jwks.json", jwks)
+	public.GET("/openapi.yaml", func(c echo.Context) error { return c.Blob(http.StatusOK, "application/yaml", OpenAPI) })
+	internal.GET("/metrics", echo.WrapHandler(metrics.Handler()))
+	internal.GET("/.well-known/jwks.json", jwks)
 }
 
 // followEvents connects to NATS and applies tenant events to the cache
@@ -179,25 +188,4 @@ func (a *api) applyEvent(id int64, ev events.Envelope) {
 	case events.TenantSuspended, events.TenantDeleted, events.TenantUpdated:
 		a.pools.Retire(id)
 	}
-}
-
-func (c Config) validate() error {
-	switch {
-	case c.PoolBudget < 1 || c.PoolPerTenantMax < 1:
-		return errors.New("config: POOL_BUDGET and POOL_PER_TENANT_MAX must be at least 1")
-	case c.PoolAcquireWait <= 0 || c.PoolMaxConnIdle <= 0:
-		return errors.New("config: POOL_ACQUIRE_TIMEOUT and POOL_MAX_CONN_IDLE must be positive")
-	case c.CacheTTL <= 0 || c.NegativeCacheTTL <= 0 || c.LookupTimeout <= 0:
-		return errors.New("config: TENANT_CACHE_TTL, TENANT_NEGATIVE_CACHE_TTL and TENANT_LOOKUP_TIMEOUT must be positive")
-	case c.AccessTokenTTL <= 0 || c.RefreshTokenTTL <= 0:
-		return errors.New("config: ACCESS_TOKEN_TTL and REFRESH_TOKEN_TTL must be positive")
-	case c.LoginMaxFailures < 1 || c.LoginLockout <= 0:
-		return errors.New("config: LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive")
-	case c.ServiceToken == "":
-		return errors.New("config: SERVICE_TOKEN is required")
-	}
-	if err := c.eventChannel().Validate(); err != nil {
-		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
-	}
-	return config.RequireInProduction(c.Env, map[string]config.Secret{"JWT_SIGNING_KEY": c.JWTSigningKey}, c.ServiceToken)
 }

@@ -127,7 +127,7 @@ func BenchmarkProfile(b *testing.B) {
 		ID int64 `json:"id"`
 	}
 	tp.call(b, http.MethodGet, "/profile", first, tokens[0], nil).Expect(b, http.StatusOK).Decode(b, &me)
-	poolCfg, err := pgxpool.ParseConfig(cp.Tenant(b, first).Database.DSN())
+	poolCfg, err := pgxpool.ParseConfig(cptest.DSN(cp.Tenant(b, first).Database))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func BenchmarkProfile(b *testing.B) {
 	// plane whenever the tenants in use need more connections than the budget.
 	var sessionsPerSecond float64
 	b.Run("postgres-new-sessions", func(b *testing.B) {
-		sessionsPerSecond = newSessions(b, b.N, cp.Tenant(b, first).Database.DSN())
+		sessionsPerSecond = newSessions(b, b.N, cptest.DSN(cp.Tenant(b, first).Database))
 	})
 
 	base := results[scenarios[0].name]

@@ -1,6 +1,9 @@
 package app
 
 import (
+	"errors"
+	"fmt"
+	"net/url"
 	"time"
 
 	"tenantbase/libs/config"
@@ -32,7 +35,7 @@ type Config struct {
 	NegativeCacheTTL time.Duration `envconfig:"TENANT_NEGATIVE_CACHE_TTL" default:"5s"`
 	LookupTimeout    time.Duration `envconfig:"TENANT_LOOKUP_TIMEOUT" default:"3s"`
 
-	// Per-tenant pools under one global budget of server connections.
+	// Per-tenant pools under one budget of server connections.
 	PoolBudget       int           `envconfig:"POOL_BUDGET" default:"40"`
 	PoolPerTenantMax int           `envconfig:"POOL_PER_TENANT_MAX" default:"5"`
 	PoolAcquireWait  time.Duration `envconfig:"POOL_ACQUIRE_TIMEOUT" default:"2s"`
@@ -46,25 +49,74 @@ type Config struct {
 	// JWTSigningKey is this plane's own Ed25519 key (base64 of the 32-byte
 	// seed), shared by its replicas. Empty outside production means a key
 	// generated once in KeysDir.
-	JWTSigningKey    config.Secret `envconfig:"JWT_SIGNING_KEY"`
-	JWTIssuer        string        `envconfig:"JWT_ISSUER" default:"tenantbase-tenant-plane"`
-	KeysDir          string        `envconfig:"KEYS_DIR" default:".local/keys"`
-	AccessTokenTTL   time.Duration `envconfig:"ACCESS_TOKEN_TTL" default:"15m"`
-	RefreshTokenTTL  time.Duration `envconfig:"REFRESH_TOKEN_TTL" default:"720h"`
-	BcryptCost       int           `envconfig:"BCRYPT_COST" default:"12"`
-	LoginMaxFailures int           `envconfig:"LOGIN_MAX_FAILURES" default:"5"`
-	LoginLockout     time.Duration `envconfig:"LOGIN_LOCKOUT" default:"15m"`
+	JWTSigningKey config.Secret `envconfig:"JWT_SIGNING_KEY"`
+	JWTIssuer     string        `envconfig:"JWT_ISSUER" default:"tenantbase-tenant-plane"`
+	KeysDir       string        `envconfig:"KEYS_DIR" default:".local/keys"`
+	config.Session
 
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
 }
 
-func (c Config) eventChannel() events.Channel {
-	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
-}
-
-// LoadConfig reads Config from the environment.
+// LoadConfig reads Config from the environment and checks it.
 func LoadConfig() (Config, error) {
 	var cfg Config
-	err := config.Load(&cfg)
-	return cfg, err
+	if err := config.Load(&cfg); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// DefaultConfig is Config with every default and nothing from the
+// environment: what tests start from.
+func DefaultConfig() Config {
+	var cfg Config
+	if err := config.Defaults(&cfg); err != nil {
+		panic(err)
+	}
+	return cfg
+}
+
+var sslModes = map[string]bool{"disable": true, "allow": true, "prefer": true, "require": true, "verify-ca": true, "verify-full": true}
+
+// Validate checks every field; the error names each bad one.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(bad bool, format string, args ...any) {
+		if bad {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	if _, err := config.ParseLogLevel(c.LogLevel); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.HTTPAddr == "" || c.InternalAddr == "", "HTTP_ADDR and INTERNAL_ADDR are required")
+	if u, err := url.Parse(c.ControlPlaneURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("CONTROL_PLANE_URL must be an absolute http(s) URL, got %q", c.ControlPlaneURL))
+	}
+	check(c.ServiceToken == "", "SERVICE_TOKEN is required")
+	check(c.NATSURL == "", "NATS_URL is required")
+	if err := c.eventChannel().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err))
+	}
+	check(c.CacheTTL <= 0 || c.NegativeCacheTTL <= 0 || c.LookupTimeout <= 0,
+		"TENANT_CACHE_TTL, TENANT_NEGATIVE_CACHE_TTL and TENANT_LOOKUP_TIMEOUT must be positive")
+	check(c.PoolBudget < 1 || c.PoolPerTenantMax < 1, "POOL_BUDGET and POOL_PER_TENANT_MAX must be at least 1")
+	check(c.PoolAcquireWait <= 0 || c.PoolMaxConnIdle <= 0, "POOL_ACQUIRE_TIMEOUT and POOL_MAX_CONN_IDLE must be positive")
+	check(!sslModes[c.TenantDBSSLMode], "TENANT_DB_SSLMODE must be a libpq sslmode, got %q", c.TenantDBSSLMode)
+	check(c.JWTIssuer == "", "JWT_ISSUER is required")
+	if err := c.Session.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
+	if err := config.RequireInProduction(c.Env, map[string]config.Secret{"JWT_SIGNING_KEY": c.JWTSigningKey}, c.ServiceToken); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	return nil
+}
+
+func (c Config) eventChannel() events.Channel {
+	return events.Channel{Stream: c.EventsStream, Prefix: c.EventsSubjectPrefix}
 }

@@ -39,10 +39,7 @@ type plane struct {
 // test ends.
 func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.Config)) *plane {
 	t.Helper()
-	cfg, err := app.LoadConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := app.DefaultConfig()
 	cfg.Env = "test"
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.InternalAddr = "127.0.0.1:0"
@@ -50,7 +47,6 @@ func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.
 	cfg.ServiceToken = cptest.ServiceToken
 	cfg.NATSURL = natsURL
 	cfg.KeysDir = t.TempDir()
-	cfg.JWTSigningKey = ""
 	cfg.BcryptCost = bcrypt.MinCost
 	cfg.LogLevel = "debug"
 	cfg.ShutdownTimeout = 10 * time.Second
@@ -68,7 +64,7 @@ func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.
 	}
 	var addrs app.Addrs
 	p.svc, addrs = testenv.StartService(t, "tenant plane", level, func(ctx context.Context, log *slog.Logger, ready func(app.Addrs)) error {
-		return app.Run(ctx, cfg, log, ready)
+		return app.Run(ctx, cfg, log, app.WithReady(ready))
 	})
 	p.PublicURL = "http://" + addrs.Public
 	p.InternalURL = "http://" + addrs.Internal

@@ -45,7 +45,7 @@ func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if err := t.Usable(); err != nil {
+		if err := tenants.Usable(t); err != nil {
 			return err
 		}
 		d := t.Database

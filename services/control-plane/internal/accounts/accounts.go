@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -14,12 +15,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/pgconn"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
-	"tenantbase/libs/httpx"
+	"tenantbase/libs/logctx"
 	"tenantbase/libs/page"
-	"tenantbase/libs/problem"
 )
 
 // VerificationTTL is how long a verification link stays valid.
@@ -51,6 +52,15 @@ type Mailer interface {
 	Send(ctx context.Context, to, subject, body string) error
 }
 
+// DB is the core database: a pool, or a transaction in tests (a Begin on
+// it is a savepoint).
+type DB interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
 // Options are the account rules taken from the service's configuration.
 type Options struct {
 	// PublicURL prefixes the verification link sent by mail.
@@ -61,11 +71,14 @@ type Options struct {
 	AccessTokenTTL  time.Duration
 	RefreshTokenTTL time.Duration
 	Throttle        auth.Throttle
+	// Log is for what happens outside a request (mail sent after it);
+	// the request's own logger is used where there is one.
+	Log *slog.Logger
 }
 
 // Service implements the account flows on the core database.
 type Service struct {
-	db        *pgxpool.Pool
+	db        DB
 	passwords *auth.Passwords
 	keys      *auth.Keys
 	mailer    Mailer
@@ -75,7 +88,7 @@ type Service struct {
 }
 
 // New returns the account service.
-func New(db *pgxpool.Pool, passwords *auth.Passwords, keys *auth.Keys, mailer Mailer, opts Options) *Service {
+func New(db DB, passwords *auth.Passwords, keys *auth.Keys, mailer Mailer, opts Options) *Service {
 	return &Service{db: db, passwords: passwords, keys: keys, mailer: mailer, opts: opts}
 }
 
@@ -124,7 +137,7 @@ func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
 // Verify spends a verification token and marks its user verified.
 func (s *Service) Verify(ctx context.Context, token string) (User, error) {
 	if token == "" {
-		return User{}, problem.Invalid("token", "is required")
+		return User{}, apperr.Invalid("token", "is required")
 	}
 	var u User
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -183,7 +196,7 @@ func (s *Service) sendVerification(ctx context.Context, email, token string) {
 	go func() {
 		defer s.sending.Done()
 		if err := s.mailer.Send(ctx, email, "Verify your email address", body); err != nil {
-			httpx.Logger(ctx).Error("verification mail not sent; the user can ask for another", "error", err.Error())
+			logctx.From(ctx, s.opts.Log).Error("verification mail not sent; the user can ask for another", "error", err.Error())
 		}
 	}()
 }
@@ -192,7 +205,7 @@ func (s *Service) sendVerification(ctx context.Context, email, token string) {
 // Unknown emails cost as much time as wrong passwords, and repeated
 // failures lock the account for a while (429 with Retry-After).
 func (s *Service) Login(ctx context.Context, rawEmail, password string) (auth.Tokens, error) {
-	id, err := auth.Login(ctx, s.db, "coreuser", s.passwords, s.opts.Throttle, rawEmail, password)
+	id, err := auth.Login(ctx, logins{s.db}, s.passwords, s.opts.Throttle, rawEmail, password)
 	if err != nil {
 		return auth.Tokens{}, err
 	}
@@ -291,12 +304,17 @@ type UserQuery struct {
 	page.Request
 }
 
-// userList is the platform admins' list of core users.
-var userList = auth.UserList[User]{Table: "coreuser", Columns: userColumns, Scan: scanUser, ID: func(u User) int64 { return u.ID }}
-
 // ListUsers returns one page of users (keyset pagination on id).
 func (s *Service) ListUsers(ctx context.Context, q UserQuery) (page.Page[User], error) {
-	return userList.Page(ctx, s.db, q.EmailContains, q.Request)
+	r, err := q.Request.Normalize()
+	if err != nil {
+		return page.Page[User]{}, err
+	}
+	filter, err := auth.EmailFilter(q.EmailContains)
+	if err != nil {
+		return page.Page[User]{}, err
+	}
+	return listUsers(ctx, s.db, filter, r)
 }
 
 // UserPatch changes a user's flags; nil fields stay as they are.
@@ -310,13 +328,19 @@ type UserPatch struct {
 // platform admin is refused, so the platform always keeps one.
 func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (User, error) {
 	if patch.IsOwner == nil && patch.IsAdmin == nil && patch.IsVerified == nil {
-		return User{}, problem.Invalid("body", "set at least one of is_owner, is_admin, is_verified")
+		return User{}, apperr.Invalid("body", "set at least one of is_owner, is_admin, is_verified")
 	}
 	var u User
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
 		if patch.IsAdmin != nil && !*patch.IsAdmin {
-			if err := auth.GuardLastAdmin(ctx, tx, "coreuser", "is_admin", id, ErrLastAdmin); err != nil {
+			// Locking every admin row first makes two admins demoting
+			// each other at once queue instead of both succeeding.
+			admins, err := lockAdmins(ctx, tx)
+			if err != nil {
 				return err
+			}
+			if len(admins) == 1 && admins[0] == id {
+				return ErrLastAdmin
 			}
 		}
 		var err error
@@ -324,4 +348,35 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (Us
 		return err
 	})
 	return u, err
+}
+
+// ChangePassword replaces the password of user id after checking the
+// current one (throttled like a login). The new hash, the revocation of the
+// user's refresh tokens and whatever changed does (the job that carries the
+// hash into the owner's tenant databases) commit together, so nothing is
+// left behind if the process stops right after.
+func (s *Service) ChangePassword(ctx context.Context, id int64, current, next string, changed func(tx pgx.Tx) error) error {
+	if err := auth.ValidatePasswordChange(current, next); err != nil {
+		return err
+	}
+	u, err := s.User(ctx, id)
+	if err != nil {
+		return err
+	}
+	if _, err := auth.CheckPassword(ctx, logins{s.db}, s.passwords, s.opts.Throttle, u.Email, current); err != nil {
+		return err
+	}
+	hash, err := s.passwords.Hash(next)
+	if err != nil {
+		return fmt.Errorf("hash password: %w", err)
+	}
+	return pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		if err := setPassword(ctx, tx, id, hash); err != nil {
+			return err
+		}
+		if err := auth.RevokeAllRefresh(ctx, tx, id); err != nil {
+			return err
+		}
+		return changed(tx)
+	})
 }

@@ -10,10 +10,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenantbase/libs/auth"
+	"tenantbase/libs/page"
 )
 
-// querier is a pool or a transaction.
-type querier interface {
+// Querier is a pool or a transaction on the core database.
+type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
@@ -34,7 +35,7 @@ type newUser struct {
 	isOwner, isAdmin, isVerified bool
 }
 
-func insertUser(ctx context.Context, q querier, n newUser) (User, error) {
+func insertUser(ctx context.Context, q Querier, n newUser) (User, error) {
 	u, err := scanUser(q.QueryRow(ctx, `INSERT INTO coreuser (email, password_hash, is_owner, is_admin, is_verified)
 		VALUES ($1, $2, $3, $4, $5) RETURNING `+userColumns,
 		n.email, n.hash, n.isOwner, n.isAdmin, n.isVerified))
@@ -44,7 +45,7 @@ func insertUser(ctx context.Context, q querier, n newUser) (User, error) {
 	return u, nil
 }
 
-func userByID(ctx context.Context, q querier, id int64) (User, error) {
+func userByID(ctx context.Context, q Querier, id int64) (User, error) {
 	u, err := scanUser(q.QueryRow(ctx, `SELECT `+userColumns+` FROM coreuser WHERE id = $1`, id))
 	if err != nil && !errors.Is(err, ErrUserNotFound) {
 		return User{}, fmt.Errorf("load user: %w", err)
@@ -52,7 +53,7 @@ func userByID(ctx context.Context, q querier, id int64) (User, error) {
 	return u, err
 }
 
-func userByEmail(ctx context.Context, q querier, email string) (User, error) {
+func userByEmail(ctx context.Context, q Querier, email string) (User, error) {
 	u, err := scanUser(q.QueryRow(ctx, `SELECT `+userColumns+` FROM coreuser WHERE email = $1`, email))
 	if err != nil && !errors.Is(err, ErrUserNotFound) {
 		return User{}, fmt.Errorf("load user: %w", err)
@@ -73,7 +74,7 @@ func lockUserByEmail(ctx context.Context, tx pgx.Tx, email string) (id int64, ve
 	return id, verified, nil
 }
 
-func insertVerificationToken(ctx context.Context, q querier, userID int64, tokenHash string, ttl time.Duration) error {
+func insertVerificationToken(ctx context.Context, q Querier, userID int64, tokenHash string, ttl time.Duration) error {
 	_, err := q.Exec(ctx, `INSERT INTO verification_token (token_hash, user_id, expires_at)
 		VALUES ($1, $2, now() + $3::interval)`, tokenHash, userID, ttl)
 	if err != nil {
@@ -82,7 +83,7 @@ func insertVerificationToken(ctx context.Context, q querier, userID int64, token
 	return nil
 }
 
-func deleteUnusedVerificationTokens(ctx context.Context, q querier, userID int64) error {
+func deleteUnusedVerificationTokens(ctx context.Context, q Querier, userID int64) error {
 	if _, err := q.Exec(ctx, `DELETE FROM verification_token WHERE user_id = $1 AND used_at IS NULL`, userID); err != nil {
 		return fmt.Errorf("void verification tokens: %w", err)
 	}
@@ -133,4 +134,107 @@ func updateUserFlags(ctx context.Context, tx pgx.Tx, id int64, p UserPatch) (Use
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
 	return u, err
+}
+
+func listUsers(ctx context.Context, q DB, emailContains string, r page.Request) (page.Page[User], error) {
+	// strpos, not LIKE: wildcards in the filter are plain characters.
+	rows, err := q.Query(ctx, `SELECT `+userColumns+` FROM coreuser
+		WHERE id > $1 AND ($2 = '' OR strpos(email, $2) > 0)
+		ORDER BY id LIMIT $3`, r.Cursor, emailContains, r.Limit+1)
+	if err != nil {
+		return page.Page[User]{}, fmt.Errorf("list users: %w", err)
+	}
+	users, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (User, error) { return scanUser(row) })
+	if err != nil {
+		return page.Page[User]{}, fmt.Errorf("list users: %w", err)
+	}
+	return page.Of(users, r.Limit, func(u User) int64 { return u.ID }), nil
+}
+
+// lockAdmins locks the platform admins' rows in id order and returns their ids.
+func lockAdmins(ctx context.Context, tx pgx.Tx) ([]int64, error) {
+	rows, err := tx.Query(ctx, `SELECT id FROM coreuser WHERE is_admin ORDER BY id FOR UPDATE`)
+	if err != nil {
+		return nil, fmt.Errorf("lock admins: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("lock admins: %w", err)
+	}
+	return ids, nil
+}
+
+func setPassword(ctx context.Context, q Querier, id int64, hash string) error {
+	tag, err := q.Exec(ctx, `UPDATE coreuser SET password_hash = $2, failed_logins = 0, locked_until = NULL WHERE id = $1`, id, hash)
+	if err != nil {
+		return fmt.Errorf("set password: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return ErrUserNotFound
+	}
+	return nil
+}
+
+// Credentials are what provisioning copies of an owner into a tenant.
+type Credentials struct {
+	Email        string
+	PasswordHash string
+}
+
+// OwnerCredentials returns the email and password hash of user id.
+func OwnerCredentials(ctx context.Context, q Querier, id int64) (Credentials, error) {
+	var c Credentials
+	err := q.QueryRow(ctx, `SELECT email, password_hash FROM coreuser WHERE id = $1`, id).Scan(&c.Email, &c.PasswordHash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, ErrUserNotFound
+	}
+	if err != nil {
+		return c, fmt.Errorf("read owner %d: %w", id, err)
+	}
+	return c, nil
+}
+
+// LockPasswordHash returns user id's password hash, locking the row
+// against a concurrent password change until tx ends.
+func LockPasswordHash(ctx context.Context, tx pgx.Tx, id int64) (string, error) {
+	var hash string
+	if err := tx.QueryRow(ctx, `SELECT password_hash FROM coreuser WHERE id = $1 FOR SHARE`, id).Scan(&hash); err != nil {
+		return "", fmt.Errorf("read owner %d: %w", id, err)
+	}
+	return hash, nil
+}
+
+// logins is coreuser as the throttled password check needs it.
+type logins struct{ q Querier }
+
+// CountAttempt implements auth.LoginStore: failed_logins counts the
+// attempts since the last correct password, and the one that reaches the
+// limit sets locked_until, in one statement under the row's lock.
+func (l logins) CountAttempt(ctx context.Context, email string, th auth.Throttle) (auth.Attempt, error) {
+	var a auth.Attempt
+	err := l.q.QueryRow(ctx, `UPDATE coreuser SET
+			failed_logins = CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END,
+			locked_until  = CASE WHEN (CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END) >= $2
+				THEN now() + $3::interval END
+		WHERE email = $1 AND (locked_until IS NULL OR locked_until <= now())
+		RETURNING id, password_hash`, email, th.MaxFailures, th.Lockout).Scan(&a.ID, &a.Hash)
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return a, err
+	}
+	// Unknown, or locked: a statement of its own sees a lock committed
+	// while the update above waited.
+	var seconds float64
+	err = l.q.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM greatest(locked_until - now(), '0s')), 0)::float8
+		FROM coreuser WHERE email = $1`, email).Scan(&seconds)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return auth.Attempt{}, nil
+	}
+	return auth.Attempt{LockedFor: time.Duration(seconds * float64(time.Second))}, err
+}
+
+// ClearAttempts implements auth.LoginStore.
+func (l logins) ClearAttempts(ctx context.Context, id int64) error {
+	_, err := l.q.Exec(ctx, `UPDATE coreuser SET failed_logins = 0, locked_until = NULL
+		WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)`, id)
+	return err
 }

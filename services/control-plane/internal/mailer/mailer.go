@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
 	"mime"
 	"mime/quotedprintable"
 	"net"
@@ -18,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"tenantbase/libs/httpx"
+	"tenantbase/libs/logctx"
 )
 
 // SMTP sends each message in its own connection to one server. It upgrades
@@ -144,14 +145,17 @@ func senderDomain(addr string) string {
 	return "localhost"
 }
 
-// Log writes each message to the request's log instead of sending it: the
-// fallback when no SMTP server is configured, so local sign-ups can still
-// follow their verification links.
-type Log struct{}
+// Log writes each message to the request's log (Fallback outside a
+// request) instead of sending it: the fallback when no SMTP server is
+// configured outside production, so local sign-ups can still follow their
+// verification links.
+type Log struct {
+	Fallback *slog.Logger
+}
 
 // Send logs the message at info level and never fails.
-func (Log) Send(ctx context.Context, to, subject, body string) error {
-	httpx.Logger(ctx).Info("mail not sent: no SMTP server configured (SMTP_ADDR); its content follows",
+func (l Log) Send(ctx context.Context, to, subject, body string) error {
+	logctx.From(ctx, l.Fallback).Info("mail not sent: no SMTP server configured (SMTP_ADDR); its content follows",
 		"to", to, "subject", subject, "body", body)
 	return nil
 }

@@ -16,23 +16,25 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/events"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantapi"
 	"tenantbase/services/control-plane/internal/outbox"
 )
 
+// Status is an organization's lifecycle state, as the internal tenant API
+// reports it.
+type Status = tenantapi.Status
+
 // Status values of an organization.
 const (
-	StatusProvisioning = "provisioning"
-	StatusReady        = "ready"
-	StatusFailed       = "failed"
-	StatusSuspended    = "suspended"
-	StatusDeleting     = "deleting"
-	StatusDeleted      = "deleted"
+	StatusProvisioning = tenantapi.StatusProvisioning
+	StatusReady        = tenantapi.StatusReady
+	StatusFailed       = tenantapi.StatusFailed
+	StatusSuspended    = tenantapi.StatusSuspended
+	StatusDeleting     = tenantapi.StatusDeleting
+	StatusDeleted      = tenantapi.StatusDeleted
 )
-
-// Statuses lists every status, in lifecycle order.
-var Statuses = []string{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended, StatusDeleting, StatusDeleted}
 
 // Domain errors; the HTTP layer maps them to problems.
 var (
@@ -48,7 +50,7 @@ type Organization struct {
 	ID            int64
 	Name          string
 	OwnerID       int64
-	Status        string
+	Status        Status
 	StatusDetail  string
 	SchemaVersion int
 	CreatedAt     time.Time
@@ -73,10 +75,10 @@ type Placement struct {
 func NormalizeName(raw string) (string, error) {
 	name := strings.TrimSpace(raw)
 	if n := utf8.RuneCountInString(name); n < 1 || n > MaxNameLength {
-		return "", problem.Invalid("name", fmt.Sprintf("must be 1 to %d characters", MaxNameLength))
+		return "", apperr.Invalid("name", fmt.Sprintf("must be 1 to %d characters", MaxNameLength))
 	}
 	if !utf8.ValidString(name) || strings.ContainsFunc(name, isControl) {
-		return "", problem.Invalid("name", "must be printable text")
+		return "", apperr.Invalid("name", "must be printable text")
 	}
 	return name, nil
 }
@@ -144,7 +146,7 @@ type Filter struct {
 	// OwnerID, when not zero, keeps only that owner's organizations.
 	OwnerID int64
 	// Status, when not empty, keeps only organizations in it.
-	Status string
+	Status Status
 	// Before, when not zero, keeps ids below it (the next page of a newest-first list).
 	Before int64
 	Limit  int
@@ -163,25 +165,25 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Organization, error) {
 
 // Retry sends a failed organization back to provisioning.
 func (s *Store) Retry(ctx context.Context, id int64) (Organization, error) {
-	return s.change(ctx, id, change{from: []string{StatusFailed}, to: StatusProvisioning, clearDetail: true,
+	return s.change(ctx, id, change{from: []Status{StatusFailed}, to: StatusProvisioning, clearDetail: true,
 		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueProvision(ctx, tx, id) }})
 }
 
 // Suspend takes a ready organization out of service.
 func (s *Store) Suspend(ctx context.Context, id int64) (Organization, error) {
-	return s.change(ctx, id, change{from: []string{StatusReady}, to: StatusSuspended, event: events.TenantSuspended})
+	return s.change(ctx, id, change{from: []Status{StatusReady}, to: StatusSuspended, event: events.TenantSuspended})
 }
 
 // Resume puts a suspended organization back in service.
 func (s *Store) Resume(ctx context.Context, id int64) (Organization, error) {
-	return s.change(ctx, id, change{from: []string{StatusSuspended}, to: StatusReady, event: events.TenantResumed})
+	return s.change(ctx, id, change{from: []Status{StatusSuspended}, to: StatusReady, event: events.TenantResumed})
 }
 
 // Delete starts deleting an organization. Deleting one that is already
 // being deleted is not an error: the same deletion continues.
 func (s *Store) Delete(ctx context.Context, id int64) (Organization, error) {
 	org, err := s.change(ctx, id, change{
-		from:  []string{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended},
+		from:  []Status{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended},
 		to:    StatusDeleting,
 		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueDelete(ctx, tx, id) },
 	})
@@ -206,13 +208,11 @@ func (s *Store) SetPlacement(ctx context.Context, id int64, p Placement) (Placem
 }
 
 // MarkReady finishes provisioning: status ready, the schema version and
-// the tenant.created event, in one transaction. ownerHash is the password
-// hash that was copied into the tenant; when the owner's hash has changed
-// since, resync is called in the same transaction. ok is false when the
-// organization was no longer provisioning (deleted meanwhile, or already
-// ready after a crash), and nothing was changed.
-func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int, ownerHash string,
-	resync func(tx pgx.Tx, ownerID int64) error) (ok bool, err error) {
+// the tenant.created event, in one transaction, in which then runs too. ok
+// is false when the organization was no longer provisioning (deleted
+// meanwhile, or already ready after a crash), and nothing was changed.
+func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int,
+	then func(tx pgx.Tx, org Organization) error) (ok bool, err error) {
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		org, err := scan(tx.QueryRow(ctx, `UPDATE organization SET status = 'ready', status_detail = NULL,
 				schema_version = $2, ready_at = now(), updated_at = now()
@@ -224,17 +224,8 @@ func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int, owne
 			return err
 		}
 		ok = true
-		// Locking the owner row orders this commit against a concurrent
-		// password change: either its sync job sees this tenant ready, or
-		// the hash read here is already the new one.
-		var current string
-		if err := tx.QueryRow(ctx, `SELECT password_hash FROM coreuser WHERE id = $1 FOR SHARE`, org.OwnerID).Scan(&current); err != nil {
-			return fmt.Errorf("read owner: %w", err)
-		}
-		if current != ownerHash {
-			if err := resync(tx, org.OwnerID); err != nil {
-				return err
-			}
+		if err := then(tx, org); err != nil {
+			return err
 		}
 		return outbox.Add(ctx, tx, s.Event(events.TenantCreated, org))
 	})
@@ -245,7 +236,7 @@ func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int, owne
 // tenant.provisioning_failed event. It does nothing unless the organization
 // is provisioning.
 func (s *Store) MarkFailed(ctx context.Context, id int64, detail string) error {
-	_, err := s.change(ctx, id, change{from: []string{StatusProvisioning}, to: StatusFailed, detail: detail,
+	_, err := s.change(ctx, id, change{from: []Status{StatusProvisioning}, to: StatusFailed, detail: detail,
 		event: events.TenantProvisioningFailed})
 	if errors.Is(err, ErrInvalidStatus) {
 		return nil
@@ -256,7 +247,7 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, detail string) error {
 // MarkDeleted ends a deletion: status deleted, the credentials forgotten,
 // and the tenant.deleted event.
 func (s *Store) MarkDeleted(ctx context.Context, id int64) error {
-	_, err := s.change(ctx, id, change{from: []string{StatusDeleting}, to: StatusDeleted, forget: true,
+	_, err := s.change(ctx, id, change{from: []Status{StatusDeleting}, to: StatusDeleted, forget: true,
 		event: events.TenantDeleted})
 	if errors.Is(err, ErrInvalidStatus) {
 		return nil
@@ -288,8 +279,8 @@ func (s *Store) Legacy(ctx context.Context, prefix string) ([]Organization, erro
 }
 
 type change struct {
-	from        []string
-	to          string
+	from        []Status
+	to          Status
 	detail      string
 	clearDetail bool
 	// forget clears the stored credentials.
@@ -344,7 +335,7 @@ func (s *Store) Event(typ string, org Organization) events.Envelope {
 		TenantID:      org.ID,
 		Name:          org.Name,
 		OwnerID:       org.OwnerID,
-		Status:        org.Status,
+		Status:        string(org.Status),
 		SchemaVersion: org.SchemaVersion,
 		Detail:        org.StatusDetail,
 	})

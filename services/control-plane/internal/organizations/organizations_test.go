@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"tenantbase/libs/problem"
+	"tenantbase/libs/apperr"
 	"tenantbase/services/control-plane/internal/organizations"
 )
 
@@ -32,9 +32,9 @@ func TestNormalizeName(t *testing.T) {
 				}
 				return
 			}
-			var p *problem.Problem
-			if !errors.As(err, &p) || p.Code != "validation_failed" || p.Errors[0].Field != "name" {
-				t.Fatalf("NormalizeName(%q) = %q, %v; want a validation problem on name", tc.in, got, err)
+			var v *apperr.ValidationError
+			if !errors.As(err, &v) || v.Fields[0].Field != "name" {
+				t.Fatalf("NormalizeName(%q) = %q, %v; want a validation error on name", tc.in, got, err)
 			}
 		})
 	}

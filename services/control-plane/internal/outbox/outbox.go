@@ -201,7 +201,7 @@ func (r *Relay) listen(ctx context.Context, wake chan<- struct{}) {
 		if ctx.Err() != nil {
 			return
 		}
-		r.Log.Debug("event relay: listen connection lost; polling meanwhile", "error", err)
+		r.Log.Debug("event relay: listen connection lost; polling meanwhile", "error", err.Error())
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):

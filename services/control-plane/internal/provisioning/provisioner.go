@@ -12,12 +12,14 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/pgutil"
-	"tenantbase/migrations"
+	"tenantbase/libs/tenantdb"
+	"tenantbase/services/control-plane/internal/accounts"
 	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -185,8 +187,15 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 			return err
 		}
 		return p.step(ctx, orgID, StepMarkReady, func() error {
-			ok, err := p.store.MarkReady(ctx, orgID, int(version), ownerHash, func(tx pgx.Tx, ownerID int64) error {
-				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, ownerID)
+			ok, err := p.store.MarkReady(ctx, orgID, int(version), func(tx pgx.Tx, org organizations.Organization) error {
+				// Locking the owner row orders this commit against a
+				// concurrent password change: either its sync job sees this
+				// tenant ready, or the hash read here is already the new one.
+				current, err := accounts.LockPasswordHash(ctx, tx, org.OwnerID)
+				if err != nil || current == ownerHash {
+					return err
+				}
+				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, org.OwnerID)
 			})
 			if err == nil && ok {
 				p.log.Info("tenant ready", "tenant_id", orgID, "schema_version", version)
@@ -241,7 +250,7 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS "+quoteLiteral(tag))
 		return err
 	})
-	if pgutil.Code(err) == pgutil.DuplicateObject {
+	if pgutil.Code(err) == pgerrcode.DuplicateObject {
 		got, _, err := p.roleTag(ctx, place.User)
 		if err != nil {
 			return Credentials{}, err
@@ -282,7 +291,7 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, orgID int64, creds Cre
 	_, err := p.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
 	switch {
 	case err == nil:
-	case pgutil.Code(err) == pgutil.DuplicateDatabase:
+	case pgutil.Code(err) == pgerrcode.DuplicateDatabase:
 		got, owner, _, err := p.databaseTag(ctx, creds.Name)
 		if err != nil {
 			return err
@@ -324,7 +333,7 @@ func (p *Provisioner) migrate(ctx context.Context, orgID int64, creds Credential
 			return 0, err
 		}
 	}
-	return pgutil.Migrate(dsn, migrations.Tenant, "tenant")
+	return tenantdb.Migrate(dsn)
 }
 
 func migrationDirty(ctx context.Context, dsn string) (bool, error) {
@@ -336,7 +345,7 @@ func migrationDirty(ctx context.Context, dsn string) (bool, error) {
 	var dirty bool
 	err = conn.QueryRow(ctx, `SELECT dirty FROM schema_migrations LIMIT 1`).Scan(&dirty)
 	switch {
-	case errors.Is(err, pgx.ErrNoRows), pgutil.Code(err) == "42P01": // undefined_table: never migrated
+	case errors.Is(err, pgx.ErrNoRows), pgutil.Code(err) == pgerrcode.UndefinedTable: // never migrated
 		return false, nil
 	case err != nil:
 		return false, err
@@ -344,24 +353,10 @@ func migrationDirty(ctx context.Context, dsn string) (bool, error) {
 	return dirty, nil
 }
 
-type owner struct {
-	email string
-	hash  string
-}
-
-func (p *Provisioner) owner(ctx context.Context, ownerID int64) (owner, error) {
-	var o owner
-	err := p.core.QueryRow(ctx, `SELECT email, password_hash FROM coreuser WHERE id = $1`, ownerID).Scan(&o.email, &o.hash)
-	if err != nil {
-		return o, fmt.Errorf("read owner %d: %w", ownerID, err)
-	}
-	return o, nil
-}
-
 // syncOwner makes the owner the tenant's admin, with the same email and
 // password hash as in the core, and returns the hash it copied.
 func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Credentials) (string, error) {
-	o, err := p.owner(ctx, ownerID)
+	o, err := accounts.OwnerCredentials(ctx, p.core, ownerID)
 	if err != nil {
 		return "", err
 	}
@@ -370,10 +365,7 @@ func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Creden
 		return "", err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, `INSERT INTO tenantuser (email, password_hash, role) VALUES ($1, $2, 'admin')
-		ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash, role = 'admin',
-			is_active = TRUE, updated_at = now()`, o.email, o.hash)
-	return o.hash, err
+	return o.PasswordHash, tenantdb.UpsertAdmin(ctx, conn, o.Email, o.PasswordHash)
 }
 
 // SyncOwnerPassword copies the owner's current password hash into their
@@ -381,7 +373,7 @@ func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Creden
 // changes has its tokens revoked, as a password change in the tenant would.
 func (p *Provisioner) SyncOwnerPassword(ctx context.Context, ownerID int64) error {
 	return p.withLock(ctx, "owner", ownerID, func() error {
-		o, err := p.owner(ctx, ownerID)
+		o, err := accounts.OwnerCredentials(ctx, p.core, ownerID)
 		if err != nil {
 			return err
 		}
@@ -399,7 +391,7 @@ func (p *Provisioner) SyncOwnerPassword(ctx context.Context, ownerID int64) erro
 	})
 }
 
-func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organization, o owner) error {
+func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organization, o accounts.Credentials) error {
 	creds, err := OpenCredentials(p.box, org)
 	if err != nil {
 		return err
@@ -410,13 +402,8 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		var userID int64
-		err := tx.QueryRow(ctx, `UPDATE tenantuser SET password_hash = $2, token_version = token_version + 1, updated_at = now()
-			WHERE email = $1 AND password_hash <> $2 RETURNING id`, o.email, o.hash).Scan(&userID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		if err != nil {
+		userID, changed, err := tenantdb.ReplacePassword(ctx, tx, o.Email, o.PasswordHash)
+		if err != nil || !changed {
 			return err
 		}
 		return auth.RevokeAllRefresh(ctx, tx, userID)
@@ -471,7 +458,7 @@ func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 
 // withOrganization runs fn under the organization's lock when it is (still)
 // in status, and returns nil at once when it is not or is gone.
-func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status string, fn func(organizations.Organization) error) error {
+func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status organizations.Status, fn func(organizations.Organization) error) error {
 	return p.withLock(ctx, "organization", orgID, func() error {
 		org, err := p.store.Get(ctx, orgID)
 		if errors.Is(err, organizations.ErrNotFound) {

@@ -11,31 +11,29 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantdb"
 )
 
 // DB is one tenant's database: a handle that leases a connection per
 // statement or transaction.
 type DB interface {
+	tenantdb.Querier
 	Begin(ctx context.Context) (pgx.Tx, error)
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
 // Roles of tenant users.
 const (
-	RoleAdmin  = "admin"
-	RoleMember = "member"
+	RoleAdmin  = tenantdb.RoleAdmin
+	RoleMember = tenantdb.RoleMember
 )
 
 // Domain errors; the service's error table maps them to problems.
 var (
-	ErrEmailTaken      = errors.New("a user with this email address already exists in this tenant")
-	ErrUserNotFound    = errors.New("no such user in this tenant")
+	ErrEmailTaken      = tenantdb.ErrEmailTaken
+	ErrUserNotFound    = tenantdb.ErrUserNotFound
 	ErrUserInactive    = errors.New("this user has been deactivated by a tenant admin")
 	ErrLastAdmin       = errors.New("the last active admin of a tenant cannot be deactivated or demoted")
 	ErrWrongPassword   = errors.New("the current password is wrong")
@@ -43,18 +41,7 @@ var (
 )
 
 // Account is a tenant user's whole row, the password hash aside.
-type Account struct {
-	ID           int64
-	Email        string
-	Role         string
-	IsActive     bool
-	DisplayName  *string
-	Bio          *string
-	AvatarURL    *string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
-	TokenVersion int
-}
+type Account = tenantdb.User
 
 // User is a tenant user as registration and the admin API show it.
 type User struct {
@@ -79,13 +66,13 @@ type Profile struct {
 	UpdatedAt   time.Time `json:"updated_at"`
 }
 
-// User is a's public view.
-func (a Account) User() User {
+// UserOf is a's public view.
+func UserOf(a Account) User {
 	return User{ID: a.ID, Email: a.Email, Role: a.Role, IsActive: a.IsActive, DisplayName: a.DisplayName, CreatedAt: a.CreatedAt}
 }
 
-// Profile is a's own view.
-func (a Account) Profile() Profile {
+// ProfileOf is a's own view.
+func ProfileOf(a Account) Profile {
 	return Profile{ID: a.ID, Email: a.Email, Role: a.Role, IsActive: a.IsActive, DisplayName: a.DisplayName,
 		Bio: a.Bio, AvatarURL: a.AvatarURL, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt}
 }
@@ -129,11 +116,11 @@ func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
-	a, err := insertAccount(ctx, db, email, hash, RoleMember)
+	a, err := tenantdb.InsertUser(ctx, db, email, hash, RoleMember)
 	if err != nil {
 		return User{}, err
 	}
-	return a.User(), nil
+	return UserOf(a), nil
 }
 
 // Login checks the credentials of an active user and starts a session.
@@ -142,11 +129,11 @@ func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string
 // password is checked before the active flag, so that only the holder
 // of the password learns that the account is deactivated.
 func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, password string) (auth.Tokens, error) {
-	id, err := auth.Login(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, rawEmail, password)
+	id, err := auth.Login(ctx, tenantdb.Logins(db), s.passwords, s.opts.Throttle, rawEmail, password)
 	if err != nil {
 		return auth.Tokens{}, err
 	}
-	a, err := accountByID(ctx, db, id)
+	a, err := tenantdb.UserByID(ctx, db, id)
 	if errors.Is(err, ErrUserNotFound) {
 		return auth.Tokens{}, auth.ErrInvalidCredentials
 	}
@@ -171,7 +158,7 @@ func (s *Service) Refresh(ctx context.Context, db DB, tenantID int64, refreshTok
 	if err != nil {
 		return auth.Tokens{}, err
 	}
-	a, err := accountByID(ctx, db, id)
+	a, err := tenantdb.UserByID(ctx, db, id)
 	if errors.Is(err, ErrUserNotFound) {
 		return auth.Tokens{}, auth.ErrInvalidRefresh
 	}
@@ -213,7 +200,7 @@ func (s *Service) Authenticate(ctx context.Context, db DB, tenantID int64, token
 	if err != nil || id < 1 {
 		return Account{}, ErrUnauthenticated
 	}
-	a, err := accountByID(ctx, db, id)
+	a, err := tenantdb.UserByID(ctx, db, id)
 	if errors.Is(err, ErrUserNotFound) {
 		return Account{}, ErrUnauthenticated
 	}
@@ -232,12 +219,12 @@ func (s *Service) Authenticate(ctx context.Context, db DB, tenantID int64, token
 func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a Account, current, next string) (auth.Tokens, error) {
 	err := auth.ValidatePasswordChange(current, next)
 	if err == nil && next == current {
-		err = problem.Invalid("new_password", "must differ from the current password")
+		err = apperr.Invalid("new_password", "must differ from the current password")
 	}
 	if err != nil {
 		return auth.Tokens{}, err
 	}
-	id, err := auth.CheckPassword(ctx, db, "tenantuser", s.passwords, s.opts.Throttle, a.Email, current)
+	id, err := auth.CheckPassword(ctx, tenantdb.Logins(db), s.passwords, s.opts.Throttle, a.Email, current)
 	if errors.Is(err, auth.ErrInvalidCredentials) || (err == nil && id != a.ID) {
 		return auth.Tokens{}, ErrWrongPassword
 	}
@@ -254,7 +241,7 @@ func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a A
 	)
 	err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		var err error
-		if updated, err = setPassword(ctx, tx, a.ID, hash); err != nil {
+		if updated, err = tenantdb.SetPassword(ctx, tx, a.ID, hash); err != nil {
 			return err
 		}
 		if err := auth.RevokeAllRefresh(ctx, tx, a.ID); err != nil {

@@ -16,10 +16,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/bcrypt"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
 	"tenantbase/libs/page"
-	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/libs/testenv"
 	"tenantbase/migrations"
 )
@@ -32,12 +33,16 @@ type fixture struct {
 	db   *pgxpool.Pool
 }
 
+func migrateTenant(dsn string) error {
+	_, err := tenantdb.Migrate(dsn)
+	return err
+}
+
+// setup gives a test its own migrated tenant database and a service on it.
 func setup(t *testing.T) fixture {
 	t.Helper()
-	dsn := testenv.NewDatabase(t)
-	if _, err := pgutil.Migrate(dsn, migrations.Tenant, "tenant"); err != nil {
-		t.Fatal(err)
-	}
+	t.Parallel()
+	dsn := testenv.MigratedDatabase(t, "tenant", migrations.Tenant, migrateTenant)
 	db, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -95,19 +100,20 @@ func (f fixture) login(t *testing.T, email, password string) auth.Tokens {
 
 func (f fixture) account(t *testing.T, id int64) Account {
 	t.Helper()
-	a, err := accountByID(context.Background(), f.db, id)
+	a, err := tenantdb.UserByID(context.Background(), f.db, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return a
 }
 
-// wantProblem fails unless err is a problem with status and, when fields
-// are given, names exactly those fields.
+// wantProblem fails unless err is answered (through the rules every
+// service shares) as a problem with status and, when fields are given,
+// names exactly those fields.
 func wantProblem(t *testing.T, err error, status int, fields ...string) {
 	t.Helper()
-	var p *problem.Problem
-	if !errors.As(err, &p) || p.Status != status {
+	p, ok := problem.Common.Lookup(err)
+	if !ok || p.Status != status {
 		t.Fatalf("err = %v, want a %d problem", err, status)
 	}
 	var got []string
@@ -217,12 +223,45 @@ func TestLoginIsThrottledPerAccount(t *testing.T) {
 	}
 	_, err := f.svc.Login(ctx, f.db, tenantID, "ada@example.com", "correct horse battery")
 	wantProblem(t, err, http.StatusTooManyRequests)
-	var p *problem.Problem
-	errors.As(err, &p)
+	p, _ := problem.Common.Lookup(err)
 	if p.RetryAfter < 1 {
 		t.Errorf("Retry-After = %d, want at least 1", p.RetryAfter)
 	}
 	f.login(t, "bob@example.com", "correct horse battery")
+}
+
+// TestParallelGuessesAreBounded sends 20 wrong passwords at once against a
+// limit of 3: the count and the lock are one statement, so exactly 3
+// guesses get a password comparison and the rest are refused as locked.
+func TestParallelGuessesAreBounded(t *testing.T) {
+	f := setup(t)
+	f.register(t, "ada@example.com")
+	const guesses = 20
+	errs := make([]error, guesses)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			_, errs[i] = f.svc.Login(context.Background(), f.db, tenantID, "ada@example.com", "wrong password!")
+		})
+	}
+	wg.Wait()
+	var compared, locked int
+	for _, err := range errs {
+		switch {
+		case errors.Is(err, auth.ErrInvalidCredentials):
+			compared++
+		case apperr.IsLocked(err):
+			locked++
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	if compared != 3 || locked != guesses-3 {
+		t.Fatalf("%d guesses compared, %d refused as locked; want 3 and %d", compared, locked, guesses-3)
+	}
+	if _, err := f.svc.Login(context.Background(), f.db, tenantID, "ada@example.com", "correct horse battery"); !apperr.IsLocked(err) {
+		t.Fatalf("the right password during the lock: %v, want locked", err)
+	}
 }
 
 func TestAuthenticate(t *testing.T) {

@@ -5,9 +5,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
 	"tenantbase/libs/page"
-	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantdb"
 )
 
 // UserQuery selects a page of users in id order.
@@ -17,16 +18,21 @@ type UserQuery struct {
 	page.Request
 }
 
-// userList is the tenant admins' list of the tenant's users.
-var userList = auth.UserList[Account]{Table: "tenantuser", Columns: accountColumns, Scan: scanAccount, ID: func(a Account) int64 { return a.ID }}
-
 // ListUsers returns one page of the tenant's users (keyset pagination on id).
 func (s *Service) ListUsers(ctx context.Context, db DB, q UserQuery) (page.Page[User], error) {
-	p, err := userList.Page(ctx, db, q.EmailContains, q.Request)
+	r, err := q.Request.Normalize()
 	if err != nil {
 		return page.Page[User]{}, err
 	}
-	return page.Map(p, Account.User), nil
+	filter, err := auth.EmailFilter(q.EmailContains)
+	if err != nil {
+		return page.Page[User]{}, err
+	}
+	p, err := tenantdb.ListUsers(ctx, db, filter, r)
+	if err != nil {
+		return page.Page[User]{}, err
+	}
+	return page.Map(p, UserOf), nil
 }
 
 // UserPatch changes a user's flags; nil fields stay as they are.
@@ -41,22 +47,26 @@ type UserPatch struct {
 // admins demoting each other at once cannot both succeed.
 func (s *Service) UpdateUser(ctx context.Context, db DB, id int64, patch UserPatch) (User, error) {
 	if patch.IsActive == nil && patch.Role == nil {
-		return User{}, problem.Invalid("body", "set at least one of is_active, role")
+		return User{}, apperr.Invalid("body", "set at least one of is_active, role")
 	}
 	if patch.Role != nil && *patch.Role != RoleAdmin && *patch.Role != RoleMember {
-		return User{}, problem.Invalid("role", "must be admin or member")
+		return User{}, apperr.Invalid("role", "must be admin or member")
 	}
 	deactivate := patch.IsActive != nil && !*patch.IsActive
 	demote := patch.Role != nil && *patch.Role != RoleAdmin
 	var a Account
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if deactivate || demote {
-			if err := auth.GuardLastAdmin(ctx, tx, "tenantuser", "role = 'admin' AND is_active", id, ErrLastAdmin); err != nil {
+			admins, err := tenantdb.LockActiveAdmins(ctx, tx)
+			if err != nil {
 				return err
+			}
+			if len(admins) == 1 && admins[0] == id {
+				return ErrLastAdmin
 			}
 		}
 		var err error
-		if a, err = updateFlags(ctx, tx, id, patch); err != nil {
+		if a, err = tenantdb.UpdateFlags(ctx, tx, id, tenantdb.FlagsChange{IsActive: patch.IsActive, Role: patch.Role}); err != nil {
 			return err
 		}
 		if deactivate {
@@ -67,5 +77,5 @@ func (s *Service) UpdateUser(ctx context.Context, db DB, id int64, patch UserPat
 	if err != nil {
 		return User{}, err
 	}
-	return a.User(), nil
+	return UserOf(a), nil
 }

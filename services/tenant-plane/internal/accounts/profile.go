@@ -11,7 +11,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"tenantbase/libs/problem"
+	"tenantbase/libs/apperr"
+	"tenantbase/libs/tenantdb"
 )
 
 // Optional is a JSON field that may be absent (leave as is), null (clear)
@@ -53,23 +54,23 @@ const (
 // UpdateProfile applies patch to user id's profile. Blank values clear a field.
 func (s *Service) UpdateProfile(ctx context.Context, db DB, id int64, patch ProfilePatch) (Profile, error) {
 	if !patch.DisplayName.Set && !patch.Bio.Set && !patch.AvatarURL.Set {
-		return Profile{}, problem.Invalid("body", "set at least one of display_name, bio, avatar_url")
+		return Profile{}, apperr.Invalid("body", "set at least one of display_name, bio, avatar_url")
 	}
 	name, nameErr := cleanText("display_name", patch.DisplayName.Value, MaxDisplayName, false)
 	bio, bioErr := cleanText("bio", patch.Bio.Value, MaxBio, true)
 	avatar, avatarErr := cleanURL("avatar_url", patch.AvatarURL.Value)
-	if err := problem.Join(nameErr, bioErr, avatarErr); err != nil {
+	if err := apperr.Join(nameErr, bioErr, avatarErr); err != nil {
 		return Profile{}, err
 	}
-	a, err := updateProfile(ctx, db, id, profileChange{
-		setName: patch.DisplayName.Set, name: name,
-		setBio: patch.Bio.Set, bio: bio,
-		setAvatar: patch.AvatarURL.Set, avatar: avatar,
+	a, err := tenantdb.UpdateProfile(ctx, db, id, tenantdb.ProfileChange{
+		SetDisplayName: patch.DisplayName.Set, DisplayName: name,
+		SetBio: patch.Bio.Set, Bio: bio,
+		SetAvatarURL: patch.AvatarURL.Set, AvatarURL: avatar,
 	})
 	if err != nil {
 		return Profile{}, err
 	}
-	return a.Profile(), nil
+	return ProfileOf(a), nil
 }
 
 // cleanText trims v and checks its length and characters; blank is nil.
@@ -83,11 +84,11 @@ func cleanText(field string, v *string, maxChars int, multiline bool) (*string, 
 		return nil, nil
 	}
 	if !utf8.ValidString(s) || utf8.RuneCountInString(s) > maxChars {
-		return nil, problem.Invalid(field, "must be valid text of at most "+strconv.Itoa(maxChars)+" characters")
+		return nil, apperr.Invalid(field, "must be valid text of at most "+strconv.Itoa(maxChars)+" characters")
 	}
 	for _, r := range s {
 		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\t' || r == '\r')) {
-			return nil, problem.Invalid(field, "must not contain control characters")
+			return nil, apperr.Invalid(field, "must not contain control characters")
 		}
 	}
 	return &s, nil
@@ -105,7 +106,7 @@ func cleanURL(field string, v *string) (*string, error) {
 	u, err := url.Parse(s)
 	if err != nil || len(s) > MaxAvatarURL || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
 		strings.ContainsFunc(s, unicode.IsSpace) {
-		return nil, problem.Invalid(field, "must be an absolute http or https URL of at most 2048 characters")
+		return nil, apperr.Invalid(field, "must be an absolute http or https URL of at most 2048 characters")
 	}
 	return &s, nil
 }

@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
+
+	"tenantbase/libs/tenantapi"
 )
 
 // maxAnswerBytes bounds what is read from the control plane per lookup.
@@ -29,7 +30,7 @@ func NewClient(baseURL, serviceToken string, hc *http.Client) *Client {
 // Tenant looks up one tenant: ErrNotFound when the control plane does not
 // know it, any other error when it could not answer.
 func (c *Client) Tenant(ctx context.Context, id int64) (Tenant, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/internal/tenants/"+strconv.FormatInt(id, 10), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+tenantapi.Path(id), nil)
 	if err != nil {
 		return Tenant{}, err
 	}
@@ -52,7 +53,7 @@ func (c *Client) Tenant(ctx context.Context, id int64) (Tenant, error) {
 		var p struct {
 			Code string `json:"code"`
 		}
-		if json.Unmarshal(body, &p) == nil && p.Code == "tenant_not_found" {
+		if json.Unmarshal(body, &p) == nil && p.Code == tenantapi.CodeNotFound {
 			return Tenant{}, ErrNotFound
 		}
 		return Tenant{}, fmt.Errorf("tenants: lookup %d: control plane answered 404 without tenant_not_found", id)
@@ -63,8 +64,8 @@ func (c *Client) Tenant(ctx context.Context, id int64) (Tenant, error) {
 	if err := json.Unmarshal(body, &t); err != nil {
 		return Tenant{}, fmt.Errorf("%w: %v", errBadDirectory, err)
 	}
-	if err := t.validate(id); err != nil {
-		return Tenant{}, err
+	if err := t.Validate(id); err != nil {
+		return Tenant{}, fmt.Errorf("%w: %v", errBadDirectory, err)
 	}
 	return t, nil
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
+
+	"tenantbase/libs/tenantapi"
 )
 
 // Source answers tenant lookups; *Client is the real one.
@@ -153,7 +155,7 @@ func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
 // that finishes provisioning or is resumed must not wait a whole TTL when
 // the event announcing it is lost.
 func (r *Resolver) ttl(t Tenant) time.Duration {
-	if t.Status == StatusReady {
+	if t.Status == tenantapi.StatusReady {
 		return r.opts.TTL
 	}
 	return r.opts.NegativeTTL

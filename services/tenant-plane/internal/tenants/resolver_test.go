@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"tenantbase/libs/tenantapi"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -78,8 +80,8 @@ func (d *directory) hold() chan struct{} {
 }
 
 func ready(id int64) Tenant {
-	return Tenant{ID: id, Status: StatusReady, SchemaVersion: 1,
-		Database: &Database{Host: "127.0.0.1", Port: 5432, Name: "tenant_x", User: "tenant_x", Password: "pw"}}
+	return Tenant{ID: id, Status: tenantapi.StatusReady, SchemaVersion: 1,
+		Database: &tenantapi.Database{Host: "127.0.0.1", Port: 5432, Name: "tenant_x", User: "tenant_x", Password: "pw"}}
 }
 
 func newResolver(src Source, opts Options) *Resolver {
@@ -117,7 +119,7 @@ func TestResolverCachesReadyTenants(t *testing.T) {
 	d := newDirectory(ready(1))
 	r := newResolver(d, Options{})
 	for range 3 {
-		if got := mustResolve(t, r, 1); got.ID != 1 || got.Status != StatusReady {
+		if got := mustResolve(t, r, 1); got.ID != 1 || got.Status != tenantapi.StatusReady {
 			t.Fatalf("got %+v", got)
 		}
 	}
@@ -162,7 +164,7 @@ func TestResolverSharesOneLookupAmongConcurrentRequests(t *testing.T) {
 }
 
 func TestResolverExpiry(t *testing.T) {
-	provisioning := Tenant{ID: 2, Status: StatusProvisioning}
+	provisioning := Tenant{ID: 2, Status: tenantapi.StatusProvisioning}
 	cases := []struct {
 		name   string
 		tenant *Tenant
@@ -171,7 +173,7 @@ func TestResolverExpiry(t *testing.T) {
 		wait    time.Duration
 		wantErr error
 	}{
-		{"ready tenants live for the TTL", &Tenant{ID: 1, Status: StatusReady, Database: ready(1).Database},
+		{"ready tenants live for the TTL", &Tenant{ID: 1, Status: tenantapi.StatusReady, Database: ready(1).Database},
 			Options{TTL: 100 * time.Millisecond, NegativeTTL: time.Hour}, 150 * time.Millisecond, nil},
 		{"unknown tenants live for the negative TTL", nil,
 			Options{TTL: time.Hour, NegativeTTL: 100 * time.Millisecond}, 150 * time.Millisecond, ErrNotFound},
@@ -215,7 +217,7 @@ func TestResolverServesStaleWhenTheControlPlaneIsDown(t *testing.T) {
 	time.Sleep(80 * time.Millisecond)
 
 	for range 3 {
-		if got := mustResolve(t, r, 1); got.Status != StatusReady {
+		if got := mustResolve(t, r, 1); got.Status != tenantapi.StatusReady {
 			t.Fatalf("stale answer = %+v", got)
 		}
 	}
@@ -236,10 +238,10 @@ func TestResolverInvalidate(t *testing.T) {
 	mustResolve(t, r, 1)
 
 	suspended := ready(1)
-	suspended.Status, suspended.Database = StatusSuspended, nil
+	suspended.Status, suspended.Database = tenantapi.StatusSuspended, nil
 	d.set(suspended)
 	r.Invalidate(1)
-	if got := mustResolve(t, r, 1); got.Status != StatusSuspended {
+	if got := mustResolve(t, r, 1); got.Status != tenantapi.StatusSuspended {
 		t.Fatalf("after invalidation: status %q, want suspended", got.Status)
 	}
 
@@ -268,9 +270,9 @@ func TestResolverDropsALookupOvertakenByAnEvent(t *testing.T) {
 	<-first
 
 	suspended := ready(1)
-	suspended.Status, suspended.Database = StatusSuspended, nil
+	suspended.Status, suspended.Database = tenantapi.StatusSuspended, nil
 	d.set(suspended)
-	if got := mustResolve(t, r, 1); got.Status != StatusSuspended {
+	if got := mustResolve(t, r, 1); got.Status != tenantapi.StatusSuspended {
 		t.Errorf("status %q cached from the overtaken lookup, want suspended", got.Status)
 	}
 }
@@ -281,7 +283,7 @@ func TestResolverExpireKeepsAFallback(t *testing.T) {
 	mustResolve(t, r, 1)
 	r.Expire(1)
 	d.setDown(true)
-	if got := mustResolve(t, r, 1); got.Status != StatusReady {
+	if got := mustResolve(t, r, 1); got.Status != tenantapi.StatusReady {
 		t.Fatalf("got %+v", got)
 	}
 	if n := d.calls.Load(); n != 2 {

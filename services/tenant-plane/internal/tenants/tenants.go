@@ -8,41 +8,11 @@ import (
 	"errors"
 	"fmt"
 
-	"tenantbase/libs/config"
+	"tenantbase/libs/tenantapi"
 )
 
-// Status is an organization's lifecycle state as the control plane reports it.
-type Status string
-
-// Statuses of the control plane's contract.
-const (
-	StatusProvisioning Status = "provisioning"
-	StatusReady        Status = "ready"
-	StatusFailed       Status = "failed"
-	StatusSuspended    Status = "suspended"
-	StatusDeleting     Status = "deleting"
-	StatusDeleted      Status = "deleted"
-)
-
-// Database is where a ready tenant's data lives.
-type Database struct {
-	Host     string        `json:"host"`
-	Port     int           `json:"port"`
-	Name     string        `json:"name"`
-	User     string        `json:"user"`
-	Password config.Secret `json:"password"`
-}
-
-// Tenant is one organization as the tenant plane needs it.
-type Tenant struct {
-	ID int64 `json:"id"`
-	// Deployment is the control plane's deployment id; events of other
-	// deployments are not about this tenant.
-	Deployment    string    `json:"deployment"`
-	Status        Status    `json:"status"`
-	SchemaVersion int       `json:"schema_version"`
-	Database      *Database `json:"database"`
-}
+// Tenant is one organization as the internal API answers for it.
+type Tenant = tenantapi.Tenant
 
 // Errors telling why a request cannot be served for a tenant.
 var (
@@ -56,34 +26,20 @@ var (
 
 // Usable returns nil when requests may be served for t, else the error its
 // status calls for.
-func (t Tenant) Usable() error {
+func Usable(t Tenant) error {
 	switch t.Status {
-	case StatusReady:
+	case tenantapi.StatusReady:
 		return nil
-	case StatusProvisioning:
+	case tenantapi.StatusProvisioning:
 		return ErrNotReady
-	case StatusFailed:
+	case tenantapi.StatusFailed:
 		return ErrFailed
-	case StatusSuspended:
+	case tenantapi.StatusSuspended:
 		return ErrSuspended
-	case StatusDeleting, StatusDeleted:
+	case tenantapi.StatusDeleting, tenantapi.StatusDeleted:
 		return ErrNotFound
 	}
 	return fmt.Errorf("%w: status %q", ErrUnavailable, t.Status)
-}
-
-func (t Tenant) validate(id int64) error {
-	if t.ID != id {
-		return fmt.Errorf("%w: asked for tenant %d, got %d", errBadDirectory, id, t.ID)
-	}
-	if t.Status != StatusReady {
-		return nil
-	}
-	d := t.Database
-	if d == nil || d.Host == "" || d.Port < 1 || d.Port > 65535 || d.Name == "" || d.User == "" {
-		return fmt.Errorf("%w: tenant %d is ready without complete connection details", errBadDirectory, id)
-	}
-	return nil
 }
 
 // maxIDDigits bounds the header before parsing: int64 has 19 digits.

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tenantbase/libs/tenantapi"
 )
 
 func TestParseID(t *testing.T) {
@@ -54,20 +56,20 @@ func TestParseID(t *testing.T) {
 
 func TestUsable(t *testing.T) {
 	cases := []struct {
-		status Status
+		status tenantapi.Status
 		want   error
 	}{
-		{StatusReady, nil},
-		{StatusProvisioning, ErrNotReady},
-		{StatusFailed, ErrFailed},
-		{StatusSuspended, ErrSuspended},
-		{StatusDeleting, ErrNotFound},
-		{StatusDeleted, ErrNotFound},
+		{tenantapi.StatusReady, nil},
+		{tenantapi.StatusProvisioning, ErrNotReady},
+		{tenantapi.StatusFailed, ErrFailed},
+		{tenantapi.StatusSuspended, ErrSuspended},
+		{tenantapi.StatusDeleting, ErrNotFound},
+		{tenantapi.StatusDeleted, ErrNotFound},
 		{"archived", ErrUnavailable},
 	}
 	for _, tc := range cases {
 		t.Run(string(tc.status), func(t *testing.T) {
-			err := Tenant{ID: 1, Status: tc.status}.Usable()
+			err := Usable(Tenant{ID: 1, Status: tc.status})
 			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
 				t.Errorf("Usable() = %v, want %v", err, tc.want)
 			}
