@@ -168,6 +168,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		Publisher: bus,
 		Log:       eventLog,
 		Retention: cfg.EventsMaxAge,
+		Wake:      bus.Reconnected(),
 	}
 
 	// HTTP.

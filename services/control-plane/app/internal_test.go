@@ -18,6 +18,7 @@ import (
 )
 
 func TestInternalTenantAPI(t *testing.T) {
+	t.Parallel()
 	// Provisioning of the second organization is held at its first step
 	// until released, to see a tenant that is not ready yet.
 	var held atomic.Int64

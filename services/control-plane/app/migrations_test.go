@@ -16,6 +16,7 @@ import (
 // TestMigrationsUpDownUp applies every migration, reverts them all, and
 // applies them again: the down files must undo the up files completely.
 func TestMigrationsUpDownUp(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		dir    string
 		files  fs.FS

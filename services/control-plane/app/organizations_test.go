@@ -95,6 +95,7 @@ func databaseName(t *testing.T, dsn string) string {
 }
 
 func TestOrganizationProvisionedToReady(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{})
 	created := cptest.Subscribe(t, cp.NATS.URL(), events.TenantCreated)
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
@@ -195,6 +196,7 @@ func TestOrganizationProvisionedToReady(t *testing.T) {
 }
 
 func TestOrganizationAccessRules(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{})
 	alice := cp.SignUpOwner(t, "alice@example.com", ownerPassword)
 	bob := cp.SignUpOwner(t, "bob@example.com", ownerPassword)
@@ -319,6 +321,7 @@ func TestOrganizationAccessRules(t *testing.T) {
 }
 
 func TestOrganizationDelete(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{})
 	deleted := cptest.Subscribe(t, cp.NATS.URL(), events.TenantDeleted)
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
@@ -373,6 +376,7 @@ func TestOrganizationDelete(t *testing.T) {
 }
 
 func TestOrganizationSuspendResume(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{})
 	log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
@@ -413,8 +417,9 @@ func TestOrganizationSuspendResume(t *testing.T) {
 			}
 		})
 	}
-	got := log.WaitFor(t, len(wantEvents), 30*time.Second)
-	got = log.Settle(t, 500*time.Millisecond)
+	log.WaitFor(t, len(wantEvents), 30*time.Second)
+	cptest.OutboxDrained(t, cp.DatabaseURL, 30*time.Second)
+	got := log.Drain(t, 30*time.Second)
 	var types []string
 	for _, e := range cptest.OfTenant(got, org.ID) {
 		types = append(types, e.Envelope.Type)

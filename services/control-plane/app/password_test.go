@@ -16,6 +16,7 @@ import (
 // owner's admin row in each of their tenant databases follows, and other
 // owners' tenants are untouched.
 func TestPasswordChangeReachesTenants(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{})
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	other := cp.SignUpOwner(t, "other@example.com", ownerPassword)

@@ -29,34 +29,48 @@ import (
 	"tenantbase/services/control-plane/internal/provisioning"
 )
 
-// stepCounter counts provisioning steps per organization and fails the
-// steps it is told to.
+// stepCounter counts provisioning steps per organization and, once told
+// which step fails for an organization, fails that step until healed.
 type stepCounter struct {
 	mu    sync.Mutex
 	runs  map[int64]map[string]int
-	fail  string
-	cause error
+	fails map[int64]string
+	// failing, when set, names the step to fail for an organization seen
+	// for the first time ("" for none).
+	failing func(ctx context.Context, orgID int64) (string, error)
 }
 
-func newStepCounter() *stepCounter { return &stepCounter{runs: map[int64]map[string]int{}} }
+var errInjected = errors.New("injected: disk full")
 
-func (s *stepCounter) before(_ context.Context, orgID int64, step string) error {
+func newStepCounter() *stepCounter {
+	return &stepCounter{runs: map[int64]map[string]int{}, fails: map[int64]string{}}
+}
+
+func (s *stepCounter) before(ctx context.Context, orgID int64, step string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.runs[orgID] == nil {
 		s.runs[orgID] = map[string]int{}
+		if s.failing != nil {
+			fail, err := s.failing(ctx, orgID)
+			if err != nil {
+				return err
+			}
+			s.fails[orgID] = fail
+		}
 	}
 	s.runs[orgID][step]++
-	if step == s.fail {
-		return s.cause
+	if step == s.fails[orgID] {
+		return errInjected
 	}
 	return nil
 }
 
-func (s *stepCounter) failStep(step string, cause error) {
+// heal stops failing the steps of orgID.
+func (s *stepCounter) heal(orgID int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.fail, s.cause = step, cause
+	delete(s.fails, orgID)
 }
 
 func (s *stepCounter) count(orgID int64, step string) int {
@@ -70,13 +84,26 @@ func (s *stepCounter) count(orgID int64, step string) int {
 // detail and tenant.provisioning_failed; the retry endpoint brings it to
 // ready once the cause is gone.
 func TestProvisioningFailureThenRetry(t *testing.T) {
+	t.Parallel()
 	const attempts = 3
 	steps := newStepCounter()
+	var core string
+	// The organization's name says which step fails: "Fails at <step>".
+	steps.failing = func(ctx context.Context, orgID int64) (string, error) {
+		conn, err := pgx.Connect(ctx, core)
+		if err != nil {
+			return "", err
+		}
+		defer conn.Close(ctx)
+		var name string
+		err = conn.QueryRow(ctx, `SELECT name FROM organization WHERE id = $1`, orgID).Scan(&name)
+		return strings.TrimPrefix(name, "Fails at "), err
+	}
 	cp := cptest.Start(t, cptest.Options{
 		Configure:  func(c *app.Config) { c.ProvisionMaxAttempts = attempts },
 		RunOptions: []app.Option{app.WithBeforeProvisionStep(steps.before)},
 	})
-	log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
+	core = cp.DatabaseURL
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 
 	for _, step := range []string{
@@ -84,7 +111,8 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 		provisioning.StepSyncOwner, provisioning.StepMarkReady,
 	} {
 		t.Run(step, func(t *testing.T) {
-			steps.failStep(step, errors.New("injected: disk full"))
+			t.Parallel()
+			log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 			org := cp.CreateOrganization(t, owner.AccessToken, "Fails at "+step)
 			failed := cp.WaitStatus(t, owner.AccessToken, org.ID, "failed", readyTimeout)
 			if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, fmt.Sprintf("after %d attempts", attempts)) ||
@@ -105,7 +133,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 				t.Fatalf("first event %+v, want tenant.provisioning_failed with the detail", e[0].Envelope)
 			}
 
-			steps.failStep("", nil)
+			steps.heal(org.ID)
 			var retried cptest.Organization
 			cp.Do(t, http.MethodPost, "/organizations/"+strconv.FormatInt(org.ID, 10)+"/retry", owner.AccessToken, nil).
 				Expect(t, http.StatusAccepted).Decode(t, &retried)
@@ -122,7 +150,8 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 				return len(cptest.OfTenant(got, org.ID)) >= 2
 			})
 			var types []string
-			for _, e := range cptest.OfTenant(log.Settle(t, 300*time.Millisecond), org.ID) {
+			cptest.OutboxDrained(t, cp.DatabaseURL, 30*time.Second)
+			for _, e := range cptest.OfTenant(log.Drain(t, 30*time.Second), org.ID) {
 				types = append(types, e.Envelope.Type)
 			}
 			if want := []string{events.TenantProvisioningFailed, events.TenantCreated}; !slices.Equal(types, want) {
@@ -135,6 +164,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 // TestProvisioningTwoControlPlanes runs two control planes on one core
 // database: each of 20 organizations is provisioned exactly once.
 func TestProvisioningTwoControlPlanes(t *testing.T) {
+	t.Parallel()
 	const orgs = 20
 	core := cptest.CoreDatabase(t)
 	nats := testenv.NATS(t)
@@ -171,8 +201,9 @@ func TestProvisioningTwoControlPlanes(t *testing.T) {
 	}
 	t.Logf("provisioned by the first control plane: %d, by the second: %d", worked[0], worked[1])
 
-	got := created.WaitFor(t, orgs, time.Minute)
-	got = created.Settle(t, time.Second)
+	created.WaitFor(t, orgs, time.Minute)
+	cptest.OutboxDrained(t, core, 30*time.Second)
+	got := created.Drain(t, 30*time.Second)
 	perTenant := map[int64]int{}
 	for _, r := range got {
 		perTenant[r.Envelope.Data.TenantID]++
@@ -190,6 +221,7 @@ func TestProvisioningTwoControlPlanes(t *testing.T) {
 // TestProvisioningWithLimitedAdmin provisions and deletes tenants through
 // an admin role that is no superuser, only CREATEROLE and CREATEDB.
 func TestProvisioningWithLimitedAdmin(t *testing.T) {
+	t.Parallel()
 	server := testenv.PostgresURL(t)
 	role := fmt.Sprintf("cptest_admin_%d", rand.Int64N(1_000_000_000))
 	ctx := context.Background()
@@ -289,6 +321,7 @@ func (c *childControlPlane) kill(t *testing.T) {
 // every organization converges to ready with one database, one role and
 // one tenant.created event each, and nothing left over.
 func TestProvisioningCrashConverges(t *testing.T) {
+	t.Parallel()
 	const orgs, crashes = 3, 3
 	core := cptest.CoreDatabase(t)
 	nats := testenv.NATS(t)
@@ -411,8 +444,9 @@ func TestProvisioningCrashConverges(t *testing.T) {
 	}
 
 	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
-	got := created.WaitFor(t, orgs, time.Minute)
-	got = created.Settle(t, time.Second)
+	created.WaitFor(t, orgs, time.Minute)
+	cptest.OutboxDrained(t, core, 30*time.Second)
+	got := created.Drain(t, 30*time.Second)
 	if len(got) != orgs {
 		var b bytes.Buffer
 		for _, r := range got {
@@ -426,6 +460,7 @@ func TestProvisioningCrashConverges(t *testing.T) {
 // takes: the attempt is cancelled, and the organization ends failed with
 // the reason rather than staying in provisioning.
 func TestProvisioningTimeoutFails(t *testing.T) {
+	t.Parallel()
 	cp := cptest.Start(t, cptest.Options{Configure: func(c *app.Config) {
 		c.ProvisionStepDelay = time.Hour
 		c.JobTimeout = 200 * time.Millisecond

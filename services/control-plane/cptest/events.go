@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tenantbase/libs/events"
+	"tenantbase/libs/testenv"
 )
 
 // Received is one event as a durable consumer got it.
@@ -99,17 +100,43 @@ func (l *EventLog) WaitUntil(tb testing.TB, timeout time.Duration, what string, 
 	}
 }
 
-// Settle keeps receiving for d, so that events arriving late (duplicates
-// included) are counted, and returns every event received.
-func (l *EventLog) Settle(tb testing.TB, d time.Duration) []Received {
+// Drain receives until the consumer has delivered, and had acknowledged,
+// everything the stream holds for its filter, and returns every event
+// received. Once the publisher is done (its outbox drained), nothing can
+// arrive later, duplicates included: JetStream drops a republished event
+// whose Nats-Msg-Id it holds, and an acknowledged one is not redelivered.
+func (l *EventLog) Drain(tb testing.TB, timeout time.Duration) []Received {
 	tb.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err := l.fetch(min(time.Until(deadline), 500*time.Millisecond)); err != nil {
-			time.Sleep(100 * time.Millisecond)
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cons, err := l.js.Consumer(ctx, l.stream, l.durable)
+		var info *jetstream.ConsumerInfo
+		if err == nil {
+			info, err = cons.Info(ctx)
+		}
+		cancel()
+		if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+			return l.Received()
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("cptest: %s not drained within %s (last error: %v)", l.filter, timeout, err)
+		}
+		if err := l.fetch(200 * time.Millisecond); err != nil {
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	return l.Received()
+}
+
+// OutboxDrained waits until the control plane of core has published every
+// event it wrote.
+func OutboxDrained(tb testing.TB, core string, timeout time.Duration) {
+	tb.Helper()
+	testenv.Eventually(tb, timeout, func() bool {
+		var pending int
+		testenv.QueryRow(tb, core, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`, nil, &pending)
+		return pending == 0
+	}, "outbox drained")
 }
 
 // Received returns the events received so far, in arrival order.

@@ -20,6 +20,7 @@ import (
 // redelivered event once, and after a restart only what it has not
 // acknowledged yet.
 func TestPrintsEachTenantCreatedOnce(t *testing.T) {
+	t.Parallel()
 	srv := testenv.NATS(t)
 	nc, err := nats.Connect(srv.URL())
 	if err != nil {

@@ -59,6 +59,7 @@ func newService(t *testing.T) (*accounts.Service, *pgxpool.Pool, *sentMail) {
 // Concurrent resends for one account must leave exactly one live link,
 // or a link the user was told is void would still work.
 func TestResendVerificationConcurrent(t *testing.T) {
+	t.Parallel()
 	svc, pool, mail := newService(t)
 	ctx := context.Background()
 	u, err := svc.Register(ctx, accounts.Registration{Email: "user@example.com", Password: "correct-horse-1"})
@@ -88,6 +89,7 @@ func TestResendVerificationConcurrent(t *testing.T) {
 }
 
 func TestEnsureAdminConcurrent(t *testing.T) {
+	t.Parallel()
 	svc, pool, _ := newService(t)
 	ctx := context.Background()
 	created := make([]bool, 4)

@@ -16,6 +16,7 @@ import (
 )
 
 func TestSMTPSend(t *testing.T) {
+	t.Parallel()
 	server := testenv.SMTP(t)
 	longLine := "https://tenantbase.test/auth/verify?token=" + strings.Repeat("A", 120)
 	body := "Grüße,\n\n" + longLine + "\n\nend with a dot\n.\n"
@@ -70,6 +71,7 @@ func TestSMTPSend(t *testing.T) {
 }
 
 func TestSMTPSendFailures(t *testing.T) {
+	t.Parallel()
 	server := testenv.SMTP(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

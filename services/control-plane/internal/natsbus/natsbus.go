@@ -61,6 +61,9 @@ type Bus struct {
 	stream  jetstream.StreamConfig
 	log     *slog.Logger
 
+	// reconnected gets a token whenever the connection comes back.
+	reconnected chan struct{}
+
 	mu      sync.Mutex
 	ensured bool
 }
@@ -68,6 +71,7 @@ type Bus struct {
 // Connect returns a Bus for url at once; the connection is made, and
 // remade after losses, in the background.
 func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) {
+	reconnected := make(chan struct{}, 1)
 	nc, err := nats.Connect(url,
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
@@ -81,7 +85,21 @@ func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) 
 				log.Warn("nats disconnected", "error", err.Error())
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}),
+		// A first connection made after a failed start is a reconnect to
+		// the relay too: events waited for it.
+		nats.ConnectHandler(func(*nats.Conn) {
+			select {
+			case reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: %w", err)
@@ -92,8 +110,12 @@ func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) 
 		return nil, fmt.Errorf("natsbus: %w", err)
 	}
 	o = o.withDefaults()
-	return &Bus{nc: nc, js: js, channel: o.Channel, stream: StreamConfig(o), log: log}, nil
+	return &Bus{nc: nc, js: js, channel: o.Channel, stream: StreamConfig(o), log: log, reconnected: reconnected}, nil
 }
+
+// Reconnected signals each time the connection to NATS is (re)established,
+// so that a relay waiting out a failure can publish at once.
+func (b *Bus) Reconnected() <-chan struct{} { return b.reconnected }
 
 // EnsureStream creates the stream or updates it to the configured settings.
 func (b *Bus) EnsureStream(ctx context.Context) error {

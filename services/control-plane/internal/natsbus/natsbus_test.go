@@ -16,6 +16,7 @@ import (
 )
 
 func TestBus(t *testing.T) {
+	t.Parallel()
 	srv := testenv.NATS(t)
 	ctx := context.Background()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -10,6 +10,7 @@ import (
 )
 
 func TestNormalizeName(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, in, want string
 		ok             bool

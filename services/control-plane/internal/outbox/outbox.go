@@ -57,6 +57,9 @@ type Relay struct {
 	PollInterval time.Duration
 	// Retention is how long published rows are kept (default 7 days).
 	Retention time.Duration
+	// Wake, when set, ends a wait at once: the bus is back, so the relay
+	// need not sit out its backoff.
+	Wake <-chan struct{}
 }
 
 // lockKey serialises relays sharing a core database, so that events go out
@@ -111,8 +114,14 @@ func (r *Relay) Run(ctx context.Context) error {
 		case <-wake:
 			// A failing bus is not retried faster because events keep coming.
 			if err != nil {
-				<-timer.C
+				select {
+				case <-timer.C:
+				case <-r.Wake:
+				case <-ctx.Done():
+				}
 			}
+		case <-r.Wake:
+			backoff = minBackoff
 		case <-timer.C:
 		}
 		timer.Stop()

@@ -109,6 +109,7 @@ func streamTenants(t *testing.T, url string, want int) []int64 {
 // TestTwoRelaysPublishEachEventOnceInOrder runs two relays (two control
 // planes) on one outbox while events keep being written.
 func TestTwoRelaysPublishEachEventOnceInOrder(t *testing.T) {
+	t.Parallel()
 	const n = 200
 	core, pool, srv, bus := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,6 +149,7 @@ func TestTwoRelaysPublishEachEventOnceInOrder(t *testing.T) {
 }
 
 func TestRolledBackEventIsNeverPublished(t *testing.T) {
+	t.Parallel()
 	core, pool, srv, bus := setup(t)
 	ctx := context.Background()
 	rolledBack := events.New(events.TenantCreated, "test", events.TenantData{TenantID: 1})
@@ -177,6 +179,7 @@ func TestRolledBackEventIsNeverPublished(t *testing.T) {
 // TestBusDownKeepsEvents flushes while NATS is down: nothing is marked
 // published, and everything goes out once NATS is back.
 func TestBusDownKeepsEvents(t *testing.T) {
+	t.Parallel()
 	core, pool, srv, bus := setup(t)
 	ctx := context.Background()
 	for i := range 3 {

@@ -74,6 +74,7 @@ func (f *fixture) place(t *testing.T, org organizations.Organization, name strin
 // name that another deployment or an operator made: provisioning refuses
 // it with ErrForeignObject and changes nothing of it.
 func TestForeignObjectsAreLeftAlone(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	cases := []struct {
@@ -157,6 +158,7 @@ func TestForeignObjectsAreLeftAlone(t *testing.T) {
 // database was replaced by someone else's: only the organization's own
 // role goes.
 func TestDeleteLeavesForeignObjects(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	org := f.create(t)
@@ -194,6 +196,7 @@ func TestDeleteLeavesForeignObjects(t *testing.T) {
 // tenant_<id>): their own objects get tagged and can be deleted; an object
 // tagged by someone else is left alone.
 func TestTagLegacy(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	// Legacy names are server-wide: pick ids no one on this server uses.

@@ -195,6 +195,7 @@ func verifierMatches(t *testing.T, stored, password string) bool {
 }
 
 func TestScramVerifierMatchesPostgres(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	role := "scram_check_" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	quoted := pgx.Identifier{role}.Sanitize()
@@ -215,6 +216,7 @@ func TestScramVerifierMatchesPostgres(t *testing.T) {
 // credentials in force, adopting only what an earlier run of the same
 // organization created.
 func TestProvisionConverges(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	// stopBefore runs provisioning of org up to step and returns the
@@ -352,6 +354,7 @@ func TestProvisionConverges(t *testing.T) {
 }
 
 func TestDeleteIsIdempotent(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	org := f.create(t)
@@ -388,6 +391,7 @@ func TestDeleteIsIdempotent(t *testing.T) {
 }
 
 func TestSyncOwnerPassword(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	var tenants []provisioning.Credentials
@@ -429,6 +433,7 @@ func TestSyncOwnerPassword(t *testing.T) {
 // the owner sync and the end of provisioning: a sync job is enqueued with
 // the organization becoming ready, so the tenant does not keep the old hash.
 func TestMarkReadyResyncsAChangedPassword(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
 	f.setHook(func(_ context.Context, _ int64, step string) error {

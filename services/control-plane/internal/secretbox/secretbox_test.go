@@ -13,6 +13,7 @@ import (
 )
 
 func TestSealOpen(t *testing.T) {
+	t.Parallel()
 	key := bytes.Repeat([]byte{7}, secretbox.KeySize)
 	box, err := secretbox.New(key)
 	if err != nil {
@@ -55,12 +56,14 @@ func TestSealOpen(t *testing.T) {
 }
 
 func TestNewRejectsShortKeys(t *testing.T) {
+	t.Parallel()
 	if _, err := secretbox.New(make([]byte, 16)); err == nil {
 		t.Fatal("New accepted a 16-byte key")
 	}
 }
 
 func TestLoadKey(t *testing.T) {
+	t.Parallel()
 	t.Run("configured", func(t *testing.T) {
 		want := bytes.Repeat([]byte{1}, secretbox.KeySize)
 		got, err := secretbox.LoadKey(base64.StdEncoding.EncodeToString(want), "", "credentials")
