@@ -413,8 +413,8 @@ func TestOrganizationSuspendResume(t *testing.T) {
 			}
 		})
 	}
-	got := log.WaitFor(t, len(wantEvents), 30*time.Second)
-	got = log.Settle(t, 500*time.Millisecond)
+	log.WaitFor(t, len(wantEvents), 30*time.Second)
+	got := log.Settle(t, 500*time.Millisecond)
 	var types []string
 	for _, e := range cptest.OfTenant(got, org.ID) {
 		types = append(types, e.Envelope.Type)

@@ -118,7 +118,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("%d tenant admins after the retry, want 1", n)
 			}
-			got = log.WaitUntil(t, 30*time.Second, "tenant.created", func(got []cptest.Received) bool {
+			log.WaitUntil(t, 30*time.Second, "tenant.created", func(got []cptest.Received) bool {
 				return len(cptest.OfTenant(got, org.ID)) >= 2
 			})
 			var types []string
@@ -171,8 +171,8 @@ func TestProvisioningTwoControlPlanes(t *testing.T) {
 	}
 	t.Logf("provisioned by the first control plane: %d, by the second: %d", worked[0], worked[1])
 
-	got := created.WaitFor(t, orgs, time.Minute)
-	got = created.Settle(t, time.Second)
+	created.WaitFor(t, orgs, time.Minute)
+	got := created.Settle(t, time.Second)
 	perTenant := map[int64]int{}
 	for _, r := range got {
 		perTenant[r.Envelope.Data.TenantID]++
@@ -411,8 +411,8 @@ func TestProvisioningCrashConverges(t *testing.T) {
 	}
 
 	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
-	got := created.WaitFor(t, orgs, time.Minute)
-	got = created.Settle(t, time.Second)
+	created.WaitFor(t, orgs, time.Minute)
+	got := created.Settle(t, time.Second)
 	if len(got) != orgs {
 		var b bytes.Buffer
 		for _, r := range got {
