@@ -1,6 +1,9 @@
-# Go modules of the workspace: ./... stops at module boundaries, so every
-# target walks this list.
-MODULES := libs migrations services/control-plane services/tenant-plane deploy
+# Go modules of the workspace, as go.work lists them (relative to this
+# directory): ./... stops at module boundaries, so every target walks this
+# list.
+MODULES := $(patsubst $(CURDIR)/%,%,$(shell go list -m -f '{{.Dir}}' 2>/dev/null))
+# Stops a recipe whose loop would otherwise walk nothing and pass.
+need-modules = test -n "$(MODULES)" || { echo "no Go modules: \`go list -m\` failed here (needs Go 1.26, run from the repository)"; exit 1; }
 
 # Extra flags for every go command, e.g. `make test GOFLAGS=-race`.
 GOFLAGS ?=
@@ -15,7 +18,8 @@ help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 test: ## Vet and test every module against a real Postgres (see libs/cmd/ensurepg)
-	@dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
+	@$(need-modules); \
+	dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
 	for m in $(MODULES); do \
 		echo "==> $$m: go vet"; \
@@ -36,10 +40,11 @@ build: ## Build both services into ./bin
 	cd services/tenant-plane && go build -o ../../bin/tenant-plane .
 
 fmt: ## gofmt every module
-	@for m in $(MODULES); do gofmt -l -w $$m; done
+	@$(need-modules); gofmt -l -w $(MODULES)
 
 vet: ## go vet every module
-	@for m in $(MODULES); do \
+	@$(need-modules); \
+	for m in $(MODULES); do \
 		echo "==> $$m"; \
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
 	done
