@@ -5,6 +5,9 @@ MODULES := $(patsubst $(CURDIR)/%,%,$(shell go list -m -f '{{.Dir}}' 2>/dev/null
 # Stops a recipe whose loop would otherwise walk nothing and pass.
 need-modules = test -n "$(MODULES)" || { echo "no Go modules: \`go list -m\` failed here (needs Go 1.26, run from the repository)"; exit 1; }
 
+# staticcheck at a pinned version; its checks are in staticcheck.conf.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 # Extra flags for every go command, e.g. `make test GOFLAGS=-race`.
 GOFLAGS ?=
 export GOFLAGS
@@ -12,12 +15,27 @@ export GOFLAGS
 TEST_TIMEOUT ?= 15m
 
 .DEFAULT_GOAL := help
-.PHONY: help test run build fmt vet bench subscribe
+.PHONY: help lint test run build fmt vet bench subscribe
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: ## Vet and test every module against a real Postgres (see libs/cmd/ensurepg)
+lint: ## gofmt, go vet, staticcheck and importcheck (no test helper in non-test code) on every module
+	@$(need-modules); \
+	failed=; \
+	echo "==> gofmt -l"; \
+	unformatted=$$(gofmt -l $(MODULES)) || failed=" gofmt"; \
+	if [ -n "$$unformatted" ]; then echo "$$unformatted"; echo "(make fmt formats them)"; failed=" gofmt"; fi; \
+	for m in $(MODULES); do \
+		echo "==> $$m: go vet, staticcheck, importcheck"; \
+		(cd $$m && go vet ./...) || failed="$$failed $$m:vet"; \
+		(cd $$m && go run $(STATICCHECK) ./...) || failed="$$failed $$m:staticcheck"; \
+		(cd $$m && go run tenantbase/libs/cmd/importcheck ./...) || failed="$$failed $$m:importcheck"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \
+	echo "lint passed"
+
+test: lint ## Lint, then vet and test every module against a real Postgres (see libs/cmd/ensurepg)
 	@$(need-modules); \
 	dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
