@@ -14,6 +14,17 @@ export GOFLAGS
 
 TEST_TIMEOUT ?= 15m
 
+# What the tests need, found, started or installed before they run: a
+# Postgres (libs/cmd/ensurepg) and an nginx for the ingress test
+# (libs/cmd/ensurenginx). Each stops with one line saying what is missing;
+# they are built rather than run with go run, which would add a line of its
+# own ("exit status 1").
+TEST_SETUP = $(need-modules); \
+	go build -o .local/bin/ ./libs/cmd/ensurepg ./libs/cmd/ensurenginx || exit 1; \
+	dsn=$$(.local/bin/ensurepg) || exit 1; \
+	nginx=$$(.local/bin/ensurenginx) || exit 1; \
+	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn" NGINX_BIN="$$nginx"
+
 .DEFAULT_GOAL := help
 .PHONY: help lint test run build fmt vet bench subscribe
 
@@ -35,10 +46,8 @@ lint: ## gofmt, go vet, staticcheck and importcheck (no test helper in non-test 
 	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \
 	echo "lint passed"
 
-test: lint ## Lint, then vet and test every module against a real Postgres (see libs/cmd/ensurepg)
-	@$(need-modules); \
-	dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
-	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
+test: lint ## Lint, then vet and test every module against a real Postgres and nginx
+	@$(TEST_SETUP); \
 	for m in $(MODULES); do \
 		echo "==> $$m: go vet"; \
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
