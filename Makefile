@@ -13,6 +13,7 @@ GOFLAGS ?=
 export GOFLAGS
 
 TEST_TIMEOUT ?= 15m
+RACE_TIMEOUT ?= 30m
 
 # What the tests need, found, started or installed before they run: a
 # Postgres (libs/cmd/ensurepg) and an nginx for the ingress test
@@ -26,7 +27,7 @@ TEST_SETUP = $(need-modules); \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn" NGINX_BIN="$$nginx"
 
 .DEFAULT_GOAL := help
-.PHONY: help lint test run build fmt vet bench subscribe
+.PHONY: help lint test test-race run build fmt vet bench subscribe
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,6 +56,14 @@ test: lint ## Lint, then vet and test every module against a real Postgres and n
 		(cd $$m && go test -count=1 -timeout $(TEST_TIMEOUT) ./...) || { echo "FAILED: go test in $$m"; exit 1; }; \
 	done; \
 	echo "all modules passed"
+
+test-race: ## The tests of every module with the race detector, set up as make test
+	@$(TEST_SETUP); \
+	for m in $(MODULES); do \
+		echo "==> $$m: go test -race"; \
+		(cd $$m && go test -race -count=1 -timeout $(RACE_TIMEOUT) ./...) || { echo "FAILED: go test -race in $$m"; exit 1; }; \
+	done; \
+	echo "all modules passed with -race"
 
 run: ## Start the whole system locally (both services, NATS, Postgres, ingress on :8000)
 	@mkdir -p .local/bin
