@@ -1,22 +1,54 @@
-# Go modules of the workspace: ./... stops at module boundaries, so every
-# target walks this list.
-MODULES := libs migrations services/control-plane services/tenant-plane deploy
+# Go modules of the workspace, as go.work lists them (relative to this
+# directory): ./... stops at module boundaries, so every target walks this
+# list.
+MODULES := $(patsubst $(CURDIR)/%,%,$(shell go list -m -f '{{.Dir}}' 2>/dev/null))
+# Stops a recipe whose loop would otherwise walk nothing and pass.
+need-modules = test -n "$(MODULES)" || { echo "no Go modules: \`go list -m\` failed here (needs Go 1.26, run from the repository)"; exit 1; }
+
+# staticcheck at a pinned version; its checks are in staticcheck.conf.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 # Extra flags for every go command, e.g. `make test GOFLAGS=-race`.
 GOFLAGS ?=
 export GOFLAGS
 
 TEST_TIMEOUT ?= 15m
+RACE_TIMEOUT ?= 30m
+
+# What the tests need, found, started or installed before they run: a
+# Postgres (libs/cmd/ensurepg) and an nginx for the ingress test
+# (libs/cmd/ensurenginx). Each stops with one line saying what is missing;
+# they are built rather than run with go run, which would add a line of its
+# own ("exit status 1").
+TEST_SETUP = $(need-modules); \
+	go build -o .local/bin/ ./libs/cmd/ensurepg ./libs/cmd/ensurenginx || exit 1; \
+	dsn=$$(.local/bin/ensurepg) || exit 1; \
+	nginx=$$(.local/bin/ensurenginx) || exit 1; \
+	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn" NGINX_BIN="$$nginx"
 
 .DEFAULT_GOAL := help
-.PHONY: help test run build fmt vet bench subscribe
+.PHONY: help lint test test-race run build fmt vet bench subscribe
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-test: ## Vet and test every module against a real Postgres (see libs/cmd/ensurepg)
-	@dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
-	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
+lint: ## gofmt, go vet, staticcheck and importcheck (no test helper in non-test code) on every module
+	@$(need-modules); \
+	failed=; \
+	echo "==> gofmt -l"; \
+	unformatted=$$(gofmt -l $(MODULES)) || failed=" gofmt"; \
+	if [ -n "$$unformatted" ]; then echo "$$unformatted"; echo "(make fmt formats them)"; failed=" gofmt"; fi; \
+	for m in $(MODULES); do \
+		echo "==> $$m: go vet, staticcheck, importcheck"; \
+		(cd $$m && go vet ./...) || failed="$$failed $$m:vet"; \
+		(cd $$m && go run $(STATICCHECK) ./...) || failed="$$failed $$m:staticcheck"; \
+		(cd $$m && go run tenantbase/libs/cmd/importcheck ./...) || failed="$$failed $$m:importcheck"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "FAILED:$$failed"; exit 1; fi; \
+	echo "lint passed"
+
+test: lint ## Lint, then vet and test every module against a real Postgres and nginx
+	@$(TEST_SETUP); \
 	for m in $(MODULES); do \
 		echo "==> $$m: go vet"; \
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
@@ -24,6 +56,14 @@ test: ## Vet and test every module against a real Postgres (see libs/cmd/ensurep
 		(cd $$m && go test -count=1 -timeout $(TEST_TIMEOUT) ./...) || { echo "FAILED: go test in $$m"; exit 1; }; \
 	done; \
 	echo "all modules passed"
+
+test-race: ## The tests of every module with the race detector, set up as make test
+	@$(TEST_SETUP); \
+	for m in $(MODULES); do \
+		echo "==> $$m: go test -race"; \
+		(cd $$m && go test -race -count=1 -timeout $(RACE_TIMEOUT) ./...) || { echo "FAILED: go test -race in $$m"; exit 1; }; \
+	done; \
+	echo "all modules passed with -race"
 
 run: ## Start the whole system locally (both services, NATS, Postgres, ingress on :8000)
 	@mkdir -p .local/bin
@@ -36,10 +76,11 @@ build: ## Build both services into ./bin
 	cd services/tenant-plane && go build -o ../../bin/tenant-plane .
 
 fmt: ## gofmt every module
-	@for m in $(MODULES); do gofmt -l -w $$m; done
+	@$(need-modules); gofmt -l -w $(MODULES)
 
 vet: ## go vet every module
-	@for m in $(MODULES); do \
+	@$(need-modules); \
+	for m in $(MODULES); do \
 		echo "==> $$m"; \
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
 	done

@@ -31,7 +31,7 @@ func (m Mail) Text(tb testing.TB) string {
 	if err != nil {
 		tb.Fatalf("testenv: parse mail: %v\n%s", err, m.Data)
 	}
-	var body io.Reader = msg.Body
+	body := msg.Body
 	if strings.EqualFold(msg.Header.Get("Content-Transfer-Encoding"), "quoted-printable") {
 		body = quotedprintable.NewReader(body)
 	}

@@ -146,7 +146,7 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("%d tenant admins after the retry, want 1", n)
 			}
-			got = log.WaitUntil(t, 30*time.Second, "tenant.created", func(got []cptest.Received) bool {
+			log.WaitUntil(t, 30*time.Second, "tenant.created", func(got []cptest.Received) bool {
 				return len(cptest.OfTenant(got, org.ID)) >= 2
 			})
 			var types []string
