@@ -16,6 +16,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+	"github.com/riverqueue/river/rivertest"
 
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/testenv"
@@ -447,10 +449,8 @@ func TestMarkReadyResyncsAChangedPassword(t *testing.T) {
 	if err := f.prov.Provision(ctx, org.ID); err != nil {
 		t.Fatal(err)
 	}
-	var jobs int
-	testenv.QueryRow(t, f.core, `SELECT count(*) FROM river_job WHERE kind = 'sync_owner_password'
-		AND (args->>'owner_id')::bigint = $1`, []any{f.ownerID}, &jobs)
-	if jobs != 1 {
-		t.Fatalf("%d password sync jobs, want 1", jobs)
+	job := rivertest.RequireInserted(ctx, t, riverpgxv5.New(f.pool), &provisioning.SyncOwnerPasswordArgs{}, nil)
+	if job.Args.OwnerID != f.ownerID {
+		t.Fatalf("password sync job for owner %d, want %d", job.Args.OwnerID, f.ownerID)
 	}
 }
