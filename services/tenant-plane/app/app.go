@@ -68,11 +68,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 
 	// Tenant resolution and the pools of tenant databases.
 	directory := tenants.NewClient(cfg.ControlPlaneURL, cfg.ServiceToken.Reveal(), &http.Client{Timeout: cfg.LookupTimeout})
-	resolver := tenants.NewResolver(directory, tenants.Options{
+	resolver, err := tenants.NewResolver(directory, tenants.Options{
 		TTL:           cfg.CacheTTL,
 		NegativeTTL:   cfg.NegativeCacheTTL,
 		LookupTimeout: cfg.LookupTimeout,
+		Size:          cfg.CacheSize,
+		NegativeSize:  cfg.NegativeCacheSize,
 	}, log.With("component", "tenants"), metrics.Registry)
+	if err != nil {
+		return err
+	}
 	poolLog := log.With("component", "pools")
 	pm, err := pools.New(pools.Options{
 		Budget:         cfg.PoolBudget,

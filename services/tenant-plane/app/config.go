@@ -34,6 +34,11 @@ type Config struct {
 	CacheTTL         time.Duration `envconfig:"TENANT_CACHE_TTL" default:"5m"`
 	NegativeCacheTTL time.Duration `envconfig:"TENANT_NEGATIVE_CACHE_TTL" default:"5s"`
 	LookupTimeout    time.Duration `envconfig:"TENANT_LOOKUP_TIMEOUT" default:"3s"`
+	// CacheSize bounds the tenants kept (about 1 KB each); NegativeCacheSize
+	// the unknown ids, kept apart so that probing random ids cannot push
+	// real tenants out.
+	CacheSize         int `envconfig:"TENANT_CACHE_SIZE" default:"100000"`
+	NegativeCacheSize int `envconfig:"TENANT_NEGATIVE_CACHE_SIZE" default:"10000"`
 
 	// Per-tenant pools under one budget of server connections.
 	PoolBudget       int           `envconfig:"POOL_BUDGET" default:"40"`
@@ -100,6 +105,7 @@ func (c Config) Validate() error {
 	}
 	check(c.CacheTTL <= 0 || c.NegativeCacheTTL <= 0 || c.LookupTimeout <= 0,
 		"TENANT_CACHE_TTL, TENANT_NEGATIVE_CACHE_TTL and TENANT_LOOKUP_TIMEOUT must be positive")
+	check(c.CacheSize < 1 || c.NegativeCacheSize < 1, "TENANT_CACHE_SIZE and TENANT_NEGATIVE_CACHE_SIZE must be at least 1")
 	check(c.PoolBudget < 1 || c.PoolPerTenantMax < 1, "POOL_BUDGET and POOL_PER_TENANT_MAX must be at least 1")
 	check(c.PoolAcquireWait <= 0 || c.PoolMaxConnIdle <= 0, "POOL_ACQUIRE_TIMEOUT and POOL_MAX_CONN_IDLE must be positive")
 	check(!sslModes[c.TenantDBSSLMode], "TENANT_DB_SSLMODE must be a libpq sslmode, got %q", c.TenantDBSSLMode)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 
@@ -31,6 +32,11 @@ type Options struct {
 	NegativeTTL time.Duration
 	// LookupTimeout bounds one request to the control plane.
 	LookupTimeout time.Duration
+	// Size bounds the tenants remembered with an answer, and NegativeSize
+	// the ids remembered as unknown or whose lookup failed; the least
+	// recently used go first. Two bounds, so that a flood of random ids
+	// churns only the second and never pushes out real tenants.
+	Size, NegativeSize int
 }
 
 // Resolver caches tenant lookups: a TTL per entry, one lookup in flight per
@@ -46,11 +52,10 @@ type Resolver struct {
 	// deployment is the deployment id of the last answer of the source.
 	deployment atomic.Value
 
-	mu      sync.Mutex
-	entries map[int64]*entry
-	// sweepAt is the map size at which expired negative entries are
-	// dropped, so that requests for random ids cannot grow it forever.
-	sweepAt int
+	mu sync.Mutex
+	// found holds tenants the control plane answered for; others holds
+	// unknown ids and ids being looked up for the first time.
+	found, others *simplelru.LRU[int64, *entry]
 }
 
 type entry struct {
@@ -65,13 +70,48 @@ type entry struct {
 	gen uint64
 }
 
-const minSweep = 1024
-
 // NewResolver returns a cache in front of src whose metrics are registered in reg.
-func NewResolver(src Source, opts Options, log *slog.Logger, reg prometheus.Registerer) *Resolver {
-	r := &Resolver{src: src, opts: opts, log: log, entries: map[int64]*entry{}, sweepAt: minSweep}
+func NewResolver(src Source, opts Options, log *slog.Logger, reg prometheus.Registerer) (*Resolver, error) {
+	found, err := simplelru.NewLRU[int64, *entry](opts.Size, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tenants: cache size: %w", err)
+	}
+	others, err := simplelru.NewLRU[int64, *entry](opts.NegativeSize, nil)
+	if err != nil {
+		return nil, fmt.Errorf("tenants: negative cache size: %w", err)
+	}
+	r := &Resolver{src: src, opts: opts, log: log, found: found, others: others}
 	r.metrics = newResolverMetrics(reg, r)
-	return r
+	return r, nil
+}
+
+// getLocked returns the entry of id, marking it used.
+func (r *Resolver) getLocked(id int64) *entry {
+	if e, ok := r.found.Get(id); ok {
+		return e
+	}
+	e, _ := r.others.Get(id)
+	return e
+}
+
+// current reports whether e is still the entry of id.
+func (r *Resolver) currentLocked(id int64, e *entry) bool {
+	got, ok := r.found.Peek(id)
+	if !ok {
+		got, ok = r.others.Peek(id)
+	}
+	return ok && got == e
+}
+
+// placeLocked files e in the cache its answer belongs to.
+func (r *Resolver) placeLocked(id int64, e *entry) {
+	if e.known && e.found {
+		r.others.Remove(id)
+		r.found.Add(id, e)
+		return
+	}
+	r.found.Remove(id)
+	r.others.Add(id, e)
 }
 
 // Resolve returns tenant id, from the cache when it is fresh. Concurrent
@@ -80,11 +120,10 @@ func NewResolver(src Source, opts Options, log *slog.Logger, reg prometheus.Regi
 // is cached.
 func (r *Resolver) Resolve(ctx context.Context, id int64) (Tenant, error) {
 	r.mu.Lock()
-	e := r.entries[id]
+	e := r.getLocked(id)
 	if e == nil {
-		r.sweepLocked()
 		e = &entry{}
-		r.entries[id] = e
+		r.others.Add(id, e)
 	}
 	if e.known && time.Now().Before(e.expires) {
 		t, err := e.answer()
@@ -120,7 +159,7 @@ func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
 
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	current := r.entries[id] == e && e.gen == gen
+	current := r.currentLocked(id, e) && e.gen == gen
 	now := time.Now()
 	switch {
 	case err == nil:
@@ -128,12 +167,14 @@ func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
 		r.deployment.Store(t.Deployment)
 		if current {
 			*e = entry{tenant: t, known: true, found: true, expires: now.Add(r.ttl(t)), gen: gen}
+			r.placeLocked(id, e)
 		}
 		return t, nil
 	case errors.Is(err, ErrNotFound):
 		r.metrics.lookups.WithLabelValues("not_found").Inc()
 		if current {
 			*e = entry{known: true, expires: now.Add(r.opts.NegativeTTL), gen: gen}
+			r.placeLocked(id, e)
 		}
 		return Tenant{}, ErrNotFound
 	}
@@ -181,8 +222,9 @@ func (r *Resolver) Invalidate(id int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.metrics.invalidations.Inc()
-	if e := r.entries[id]; e != nil {
+	if e := r.getLocked(id); e != nil {
 		*e = entry{gen: e.gen + 1}
+		r.placeLocked(id, e)
 	}
 }
 
@@ -191,30 +233,15 @@ func (r *Resolver) Invalidate(id int64) {
 func (r *Resolver) Expire(id int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.entries[id]; e != nil {
+	if e := r.getLocked(id); e != nil {
 		e.expires = time.Time{}
 	}
-}
-
-// sweepLocked drops expired negative entries once the map has doubled
-// since the last sweep.
-func (r *Resolver) sweepLocked() {
-	if len(r.entries) < r.sweepAt {
-		return
-	}
-	now := time.Now()
-	for id, e := range r.entries {
-		if e.known && !e.found && now.After(e.expires) {
-			delete(r.entries, id)
-		}
-	}
-	r.sweepAt = max(minSweep, 2*len(r.entries))
 }
 
 func (r *Resolver) size() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.entries)
+	return r.found.Len() + r.others.Len()
 }
 
 type resolverMetrics struct {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,7 +93,14 @@ func newResolver(src Source, opts Options) *Resolver {
 		opts.NegativeTTL = time.Minute
 	}
 	opts.LookupTimeout = time.Second
-	return NewResolver(src, opts, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if opts.Size == 0 {
+		opts.Size, opts.NegativeSize = 1000, 1000
+	}
+	r, err := NewResolver(src, opts, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		panic(err)
+	}
+	return r
 }
 
 func resolve(t *testing.T, r *Resolver, id int64) (Tenant, error) {
@@ -321,18 +329,36 @@ func TestResolverWaiterCancellationDoesNotFailOthers(t *testing.T) {
 	}
 }
 
-func TestResolverForgetsOldNegativeEntries(t *testing.T) {
-	d := newDirectory()
-	r := newResolver(d, Options{NegativeTTL: time.Millisecond})
-	for id := int64(1); id <= 3*minSweep; id++ {
-		if _, err := resolve(t, r, id); !errors.Is(err, ErrNotFound) {
+// TestResolverCacheIsBounded floods the cache with random ids, answered
+// unknown and then, with the control plane down, not answered at all: the
+// cache never holds more than its two bounds, and the real tenants it
+// knew are still answered from it afterwards.
+func TestResolverCacheIsBounded(t *testing.T) {
+	const size, negative, flood = 50, 100, 20_000
+	d := newDirectory(ready(1), ready(2), ready(3))
+	r := newResolver(d, Options{Size: size, NegativeSize: negative})
+	for id := int64(1); id <= 3; id++ {
+		mustResolve(t, r, id)
+	}
+	for i := range flood {
+		if i == flood/2 {
+			d.setDown(true)
+		}
+		id := 1_000_000 + rand.Int64N(1<<40)
+		if _, err := resolve(t, r, id); !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrUnavailable) {
 			t.Fatal(err)
 		}
-		if id%minSweep == 0 {
-			time.Sleep(2 * time.Millisecond)
+		if n := r.size(); n > size+negative {
+			t.Fatalf("cache holds %d entries after %d random ids, want at most %d", n, i+1, size+negative)
 		}
 	}
-	if n := r.size(); n > 2*minSweep {
-		t.Errorf("cache holds %d entries after %d unknown ids, want at most %d", n, 3*minSweep, 2*minSweep)
+	calls := d.calls.Load()
+	for id := int64(1); id <= 3; id++ {
+		if got := mustResolve(t, r, id); got.ID != id {
+			t.Fatalf("tenant %d answered as %+v", id, got)
+		}
+	}
+	if n := d.calls.Load(); n != calls {
+		t.Fatalf("%d lookups for the known tenants after the flood, want 0: the flood pushed them out", n-calls)
 	}
 }
