@@ -5,13 +5,17 @@
 package auth
 
 import (
+	"context"
 	"errors"
+	"runtime"
+	"time"
 	"net/mail"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"golang.org/x/crypto/bcrypt"
+	"golang.org/x/sync/semaphore"
 
 	"tenantbase/libs/apperr"
 )
@@ -85,15 +89,33 @@ func required(field, value string) error {
 	return nil
 }
 
-// Passwords hashes and checks passwords with bcrypt at a fixed cost.
+// ErrBusy refuses a password operation that waited in vain for a free
+// core: the machine hashes as fast as it can, and a burst beyond that is
+// shed rather than making every login slow.
+var ErrBusy = errors.New("too many logins at once; try again in a moment")
+
+// Passwords hashes and checks passwords with bcrypt at a fixed cost, at
+// most as many at once as the machine has cores (a bcrypt hash is pure
+// CPU: more at once only makes each slower). Callers beyond that wait up
+// to the queue wait for their turn, then get ErrBusy.
 type Passwords struct {
 	cost  int
 	dummy []byte
+	slots *semaphore.Weighted
+	wait  time.Duration
+}
+
+// PasswordOptions bound the work of Passwords.
+type PasswordOptions struct {
+	// Concurrency is how many hashes run at once (0: one per core).
+	Concurrency int
+	// QueueWait is how long a caller waits for its turn (0: 2 s).
+	QueueWait time.Duration
 }
 
 // NewPasswords precomputes a dummy hash at the same cost, so a login for an
 // unknown account spends as long as one with a wrong password.
-func NewPasswords(cost int) (*Passwords, error) {
+func NewPasswords(cost int, o PasswordOptions) (*Passwords, error) {
 	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
 		return nil, errors.New("auth: bcrypt cost out of range")
 	}
@@ -101,18 +123,54 @@ func NewPasswords(cost int) (*Passwords, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Passwords{cost: cost, dummy: dummy}, nil
+	n := o.Concurrency
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	wait := o.QueueWait
+	if wait <= 0 {
+		wait = 2 * time.Second
+	}
+	return &Passwords{cost: cost, dummy: dummy, slots: semaphore.NewWeighted(int64(n)), wait: wait}, nil
+}
+
+// turn waits for a free slot, at most the queue wait; release gives it back.
+func (p *Passwords) turn(ctx context.Context) (release func(), err error) {
+	wctx, cancel := context.WithTimeout(ctx, p.wait)
+	defer cancel()
+	if err := p.slots.Acquire(wctx, 1); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, ErrBusy
+	}
+	return func() { p.slots.Release(1) }, nil
 }
 
 // Hash returns the bcrypt hash of pw.
-func (p *Passwords) Hash(pw string) (string, error) {
+func (p *Passwords) Hash(ctx context.Context, pw string) (string, error) {
+	release, err := p.turn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer release()
 	h, err := bcrypt.GenerateFromPassword([]byte(pw), p.cost)
 	return string(h), err
 }
 
 // Verify reports whether pw matches hash. An empty hash (unknown account)
 // is compared against the dummy hash and never matches.
-func (p *Passwords) Verify(hash, pw string) bool {
+func (p *Passwords) Verify(ctx context.Context, hash, pw string) (bool, error) {
+	release, err := p.turn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer release()
+	return p.verify(hash, pw), nil
+}
+
+// verify is Verify for a caller that holds a turn.
+func (p *Passwords) verify(hash, pw string) bool {
 	if hash == "" {
 		_ = bcrypt.CompareHashAndPassword(p.dummy, []byte(pw))
 		return false

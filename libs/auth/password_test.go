@@ -1,9 +1,12 @@
 package auth_test
 
 import (
+	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -89,11 +92,11 @@ func TestNormalizeEmail(t *testing.T) {
 }
 
 func TestPasswords(t *testing.T) {
-	pw, err := auth.NewPasswords(bcrypt.MinCost)
+	pw, err := auth.NewPasswords(bcrypt.MinCost, auth.PasswordOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	hash, err := pw.Hash("correct-horse-1")
+	hash, err := pw.Hash(context.Background(), "correct-horse-1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,15 +116,53 @@ func TestPasswords(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := pw.Verify(tc.hash, tc.pw); got != tc.want {
+			if got, err := pw.Verify(context.Background(), tc.hash, tc.pw); err != nil || got != tc.want {
 				t.Fatalf("Verify = %v, want %v", got, tc.want)
 			}
 		})
 	}
 
 	for _, cost := range []int{bcrypt.MinCost - 1, bcrypt.MaxCost + 1} {
-		if _, err := auth.NewPasswords(cost); err == nil {
+		if _, err := auth.NewPasswords(cost, auth.PasswordOptions{}); err == nil {
 			t.Errorf("NewPasswords(%d) accepted", cost)
 		}
+	}
+}
+
+// TestPasswordsShedWhatTheCoresCannotHash lets one hash run at a time and
+// callers wait a millisecond for their turn: of a burst, those that got a
+// turn are answered correctly and the rest are refused with ErrBusy at
+// once instead of queueing behind each other.
+func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
+	pw, err := auth.NewPasswords(10, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := pw.Hash(context.Background(), "correct-horse-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 10
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var answered, busy int
+	for range burst {
+		wg.Go(func() {
+			ok, err := pw.Verify(context.Background(), hash, "correct-horse-1")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, auth.ErrBusy):
+				busy++
+			case err == nil && ok:
+				answered++
+			default:
+				t.Errorf("Verify = %v, %v", ok, err)
+			}
+		})
+	}
+	wg.Wait()
+	if answered < 1 || busy < 1 || answered+busy != burst {
+		t.Fatalf("%d answered, %d refused as busy; want both, %d in all", answered, busy, burst)
 	}
 }

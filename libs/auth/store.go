@@ -63,6 +63,13 @@ type LoginStore interface {
 // once, at most th.MaxFailures of them are compared per lock window; the
 // others get an *apperr.LockedError without a comparison.
 func CheckPassword(ctx context.Context, store LoginStore, pw *Passwords, th Throttle, email, password string) (int64, error) {
+	// The turn comes first: an attempt shed for lack of a core is not
+	// counted against the account.
+	release, err := pw.turn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	a, err := store.CountAttempt(ctx, email, th)
 	if err != nil {
 		return 0, fmt.Errorf("auth: count login attempt: %w", err)
@@ -70,11 +77,7 @@ func CheckPassword(ctx context.Context, store LoginStore, pw *Passwords, th Thro
 	if a.LockedFor > 0 {
 		return 0, &apperr.LockedError{RetryAfter: a.LockedFor}
 	}
-	if a.ID == 0 {
-		pw.Verify("", password)
-		return 0, ErrInvalidCredentials
-	}
-	if !pw.Verify(a.Hash, password) {
+	if !pw.verify(a.Hash, password) || a.ID == 0 {
 		return 0, ErrInvalidCredentials
 	}
 	if err := store.ClearAttempts(ctx, a.ID); err != nil {

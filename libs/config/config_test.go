@@ -89,7 +89,8 @@ func TestDefaultsIgnoreTheEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := withSession{Name: "plane", Port: 8080, On: true, Session: Session{
-		AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 720 * time.Hour, BcryptCost: 12, LoginMaxFailures: 5, LoginLockout: 15 * time.Minute,
+		AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 720 * time.Hour, BcryptCost: 12, BcryptQueueWait: 2 * time.Second,
+		LoginMaxFailures: 5, LoginLockout: 15 * time.Minute,
 	}}
 	if cfg != want {
 		t.Fatalf("Defaults = %+v, want %+v", cfg, want)

@@ -17,6 +17,12 @@ type Session struct {
 	// BcryptCost is the cost of new password hashes (4 to 31; below 12 only
 	// for tests).
 	BcryptCost int `envconfig:"BCRYPT_COST" default:"12"`
+	// BcryptConcurrency hashes run at once (0: one per core); a login that
+	// waited BcryptQueueWait for its turn is refused with 503 and
+	// Retry-After, so a burst beyond what the cores hash is shed instead of
+	// slowing every login down.
+	BcryptConcurrency int           `envconfig:"BCRYPT_CONCURRENCY" default:"0"`
+	BcryptQueueWait   time.Duration `envconfig:"BCRYPT_QUEUE_WAIT" default:"2s"`
 	// LoginMaxFailures attempts in a row without the right password lock an
 	// account for LoginLockout.
 	LoginMaxFailures int           `envconfig:"LOGIN_MAX_FAILURES" default:"5"`
@@ -31,6 +37,9 @@ func (s Session) Validate() error {
 	}
 	if s.BcryptCost < 4 || s.BcryptCost > 31 {
 		errs = append(errs, fmt.Errorf("BCRYPT_COST must be 4 to 31, got %d", s.BcryptCost))
+	}
+	if s.BcryptConcurrency < 0 || s.BcryptQueueWait <= 0 {
+		errs = append(errs, errors.New("BCRYPT_CONCURRENCY must not be negative and BCRYPT_QUEUE_WAIT must be positive"))
 	}
 	if s.LoginMaxFailures < 1 || s.LoginLockout <= 0 {
 		errs = append(errs, errors.New("LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive"))

@@ -88,7 +88,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		return err
 	}
 	keys := auth.NewKeys(cfg.JWTIssuer, priv)
-	passwords, err := auth.NewPasswords(cfg.BcryptCost)
+	passwords, err := auth.NewPasswords(cfg.BcryptCost, auth.PasswordOptions{
+		Concurrency: cfg.BcryptConcurrency, QueueWait: cfg.BcryptQueueWait,
+	})
 	if err != nil {
 		return err
 	}

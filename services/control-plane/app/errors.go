@@ -23,6 +23,7 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: accounts.ErrLastAdmin, Status: http.StatusConflict, Code: "last_admin"},
 	{Err: auth.ErrInvalidCredentials, Status: http.StatusUnauthorized, Code: "invalid_credentials"},
 	{Err: auth.ErrInvalidRefresh, Status: http.StatusUnauthorized, Code: "invalid_refresh_token"},
+	{Err: auth.ErrBusy, Status: http.StatusServiceUnavailable, Code: "busy", RetryAfter: problem.RetryIn(1)},
 	{Err: organizations.ErrNotFound, Status: http.StatusNotFound, Code: "organization_not_found"},
 	{Err: organizations.ErrInvalidStatus, Status: http.StatusConflict, Code: "invalid_status"},
 	{Err: errOwnerRequired, Status: http.StatusForbidden, Code: "owner_required"},

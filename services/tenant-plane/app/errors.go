@@ -29,6 +29,7 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: accounts.ErrWrongPassword, Status: http.StatusForbidden, Code: "wrong_password"},
 	{Err: auth.ErrInvalidCredentials, Status: http.StatusUnauthorized, Code: "invalid_credentials"},
 	{Err: auth.ErrInvalidRefresh, Status: http.StatusUnauthorized, Code: "invalid_refresh_token"},
+	{Err: auth.ErrBusy, Status: http.StatusServiceUnavailable, Code: "busy", RetryAfter: problem.RetryIn(1)},
 })
 
 var (

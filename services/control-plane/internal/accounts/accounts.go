@@ -114,7 +114,7 @@ func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
 	if r.IsOwner && !s.opts.OpenOwnerSignup {
 		return User{}, ErrOwnerSignupRestricted
 	}
-	hash, err := s.passwords.Hash(r.Password)
+	hash, err := s.passwords.Hash(ctx, r.Password)
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
@@ -286,7 +286,7 @@ func (s *Service) EnsureAdmin(ctx context.Context, rawEmail, password string) (b
 	} else if !errors.Is(err, ErrUserNotFound) {
 		return false, err
 	}
-	hash, err := s.passwords.Hash(password)
+	hash, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		return false, fmt.Errorf("hash password: %w", err)
 	}
@@ -366,7 +366,7 @@ func (s *Service) ChangePassword(ctx context.Context, id int64, current, next st
 	if _, err := auth.CheckPassword(ctx, logins{s.db}, s.passwords, s.opts.Throttle, u.Email, current); err != nil {
 		return err
 	}
-	hash, err := s.passwords.Hash(next)
+	hash, err := s.passwords.Hash(ctx, next)
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}

@@ -41,7 +41,7 @@ func newService(t *testing.T) (*accounts.Service, *pgxpool.Pool, *sentMail) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	pw, err := auth.NewPasswords(4)
+	pw, err := auth.NewPasswords(4, auth.PasswordOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,7 +112,7 @@ func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string
 	if err != nil {
 		return User{}, err
 	}
-	hash, err := s.passwords.Hash(password)
+	hash, err := s.passwords.Hash(ctx, password)
 	if err != nil {
 		return User{}, fmt.Errorf("hash password: %w", err)
 	}
@@ -231,7 +231,7 @@ func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a A
 	if err != nil {
 		return auth.Tokens{}, err
 	}
-	hash, err := s.passwords.Hash(next)
+	hash, err := s.passwords.Hash(ctx, next)
 	if err != nil {
 		return auth.Tokens{}, fmt.Errorf("hash password: %w", err)
 	}

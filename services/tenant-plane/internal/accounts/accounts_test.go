@@ -48,7 +48,7 @@ func setup(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(db.Close)
-	pw, err := auth.NewPasswords(bcrypt.MinCost)
+	pw, err := auth.NewPasswords(bcrypt.MinCost, auth.PasswordOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
