@@ -403,6 +403,7 @@ func e2eStartStack(t *testing.T) *e2eStack {
 		"CREDENTIALS_KEY="+e2eRandomKey(t),
 		"SERVICE_TOKEN="+s.serviceToken,
 		"SMTP_ADDR="+s.smtp.Addr(),
+		"SMTP_REQUIRE_TLS=false",
 		"KEYS_DIR="+filepath.Join(s.dir, "control-plane-keys"),
 		"PUBLIC_URL="+s.url,
 	)

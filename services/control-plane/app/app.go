@@ -228,13 +228,17 @@ func Migrate(ctx context.Context, cfg Config) (uint, error) {
 }
 
 // newMailer sends over SMTP_ADDR, or writes messages to the log when none
-// is configured (never in production: Validate refuses that).
+// is configured (never in production: Validate refuses that, so links
+// carrying single-use tokens never reach a production log).
 func newMailer(cfg Config, log *slog.Logger) (accounts.Mailer, error) {
 	if cfg.SMTPAddr == "" {
 		log.Warn("no SMTP server configured (SMTP_ADDR): verification links are written to the log")
 		return mailer.Log{Fallback: log}, nil
 	}
-	return mailer.NewSMTP(cfg.SMTPAddr, cfg.SMTPFrom, cfg.SMTPUsername, cfg.SMTPPassword.Reveal())
+	return mailer.NewSMTP(mailer.SMTPOptions{
+		Addr: cfg.SMTPAddr, From: cfg.SMTPFrom, Username: cfg.SMTPUsername, Password: cfg.SMTPPassword.Reveal(),
+		RequireTLS: cfg.SMTPRequireTLS,
+	})
 }
 
 // ensureBootstrapAdmin creates the configured platform admin when absent.

@@ -73,6 +73,9 @@ type Config struct {
 	SMTPFrom     string        `envconfig:"SMTP_FROM" default:"no-reply@tenantbase.local"`
 	SMTPUsername string        `envconfig:"SMTP_USERNAME"`
 	SMTPPassword config.Secret `envconfig:"SMTP_PASSWORD"`
+	// SMTPRequireTLS refuses servers that offer no STARTTLS; production
+	// requires it, development mail catchers (Mailpit) go without.
+	SMTPRequireTLS bool `envconfig:"SMTP_REQUIRE_TLS" default:"true"`
 
 	BootstrapAdminEmail    string        `envconfig:"BOOTSTRAP_ADMIN_EMAIL"`
 	BootstrapAdminPassword config.Secret `envconfig:"BOOTSTRAP_ADMIN_PASSWORD"`
@@ -164,6 +167,7 @@ func (c Config) Validate() error {
 	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
 	if c.Env == "production" {
 		check(c.SMTPAddr == "", "ENV=production requires SMTP_ADDR: verification links must never go to the log")
+		check(!c.SMTPRequireTLS, "ENV=production requires SMTP_REQUIRE_TLS=true")
 		if err := config.RequireInProduction(c.Env, map[string]config.Secret{
 			"JWT_SIGNING_KEY": c.JWTSigningKey,
 			"CREDENTIALS_KEY": c.CredentialsKey,

@@ -344,6 +344,7 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		"KEYS_DIR=" + t.TempDir(),
 		"BCRYPT_COST=4",
 		"SMTP_ADDR=" + smtp.Addr(),
+		"SMTP_REQUIRE_TLS=false",
 		"SERVICE_TOKEN=" + cptest.ServiceToken,
 		// Slow steps leave time to be killed in the middle of one.
 		"PROVISION_STEP_DELAY=300ms",

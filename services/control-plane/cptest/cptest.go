@@ -103,6 +103,7 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	cfg.BootstrapAdminPassword = AdminPassword
 	cfg.ServiceToken = ServiceToken
 	cfg.SMTPAddr = cp.SMTP.Addr()
+	cfg.SMTPRequireTLS = false // the test server offers no STARTTLS
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.ProvisionRetryBackoff = 50 * time.Millisecond
 	if opts.Configure != nil {

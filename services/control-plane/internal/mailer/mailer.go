@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -23,31 +24,48 @@ import (
 )
 
 // SMTP sends each message in its own connection to one server. It upgrades
-// to TLS when the server offers STARTTLS, and authenticates (AUTH PLAIN)
-// when a username is set; net/smtp refuses to send the password over an
-// unencrypted connection to anything but localhost.
+// to TLS with STARTTLS, and authenticates (AUTH PLAIN) when a username is
+// set; net/smtp refuses to send the password over an unencrypted
+// connection to anything but localhost.
 type SMTP struct {
-	addr     string
-	host     string
-	from     *mail.Address
-	username string
-	password string
-	timeout  time.Duration
+	addr       string
+	host       string
+	from       *mail.Address
+	username   string
+	password   string
+	requireTLS bool
+	timeout    time.Duration
 }
 
-// NewSMTP returns a mailer for the server at addr (host:port) sending as
-// from, which may carry a display name ("Tenantbase <no-reply@example.com>").
-func NewSMTP(addr, from, username, password string) (*SMTP, error) {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return nil, fmt.Errorf("mailer: SMTP address %q: %w", addr, err)
-	}
-	sender, err := mail.ParseAddress(from)
-	if err != nil {
-		return nil, fmt.Errorf("mailer: sender %q: %w", from, err)
-	}
-	return &SMTP{addr: addr, host: host, from: sender, username: username, password: password, timeout: 30 * time.Second}, nil
+// SMTPOptions configure NewSMTP.
+type SMTPOptions struct {
+	// Addr is the server's host:port.
+	Addr string
+	// From may carry a display name ("Tenantbase <no-reply@example.com>").
+	From               string
+	Username, Password string
+	// RequireTLS refuses to send when the server offers no STARTTLS: mail
+	// carries single-use links, and a server that stops offering STARTTLS
+	// may be an attacker in between. Only development servers go without.
+	RequireTLS bool
 }
+
+// NewSMTP returns a mailer for one server.
+func NewSMTP(o SMTPOptions) (*SMTP, error) {
+	host, _, err := net.SplitHostPort(o.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("mailer: SMTP address %q: %w", o.Addr, err)
+	}
+	sender, err := mail.ParseAddress(o.From)
+	if err != nil {
+		return nil, fmt.Errorf("mailer: sender %q: %w", o.From, err)
+	}
+	return &SMTP{addr: o.Addr, host: host, from: sender, username: o.Username, password: o.Password,
+		requireTLS: o.RequireTLS, timeout: 30 * time.Second}, nil
+}
+
+// ErrNoTLS means the server offered no STARTTLS while TLS is required.
+var ErrNoTLS = errors.New("mailer: the SMTP server offers no STARTTLS and TLS is required (SMTP_REQUIRE_TLS)")
 
 // Send delivers one message to to. It gives up when ctx ends or after the
 // mailer's timeout, whichever comes first.
@@ -78,6 +96,8 @@ func (m *SMTP) Send(ctx context.Context, to, subject, body string) error {
 		if err := c.StartTLS(&tls.Config{ServerName: m.host, MinVersion: tls.VersionTLS12}); err != nil {
 			return fmt.Errorf("mailer: STARTTLS: %w", err)
 		}
+	} else if m.requireTLS {
+		return ErrNoTLS
 	}
 	if m.username != "" {
 		if err := c.Auth(smtp.PlainAuth("", m.username, m.password, m.host)); err != nil {

@@ -2,6 +2,7 @@ package mailer_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"mime"
 	"mime/quotedprintable"
@@ -31,7 +32,7 @@ func TestSMTPSend(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := mailer.NewSMTP(server.Addr(), "Tenantbase <no-reply@tenantbase.test>", tc.username, "secret")
+			m, err := mailer.NewSMTP(mailer.SMTPOptions{Addr: server.Addr(), From: "Tenantbase <no-reply@tenantbase.test>", Username: tc.username, Password: "secret"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,7 +110,7 @@ func TestSMTPSendFailures(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m, err := mailer.NewSMTP(tc.addr, "no-reply@tenantbase.test", "", "")
+			m, err := mailer.NewSMTP(mailer.SMTPOptions{Addr: tc.addr, From: "no-reply@tenantbase.test"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -134,8 +135,32 @@ func TestSMTPSendFailures(t *testing.T) {
 		{"no-port", "a@example.com"},
 		{"127.0.0.1:25", "not an address"},
 	} {
-		if _, err := mailer.NewSMTP(bad.addr, bad.from, "", ""); err == nil {
+		if _, err := mailer.NewSMTP(mailer.SMTPOptions{Addr: bad.addr, From: bad.from}); err == nil {
 			t.Errorf("NewSMTP(%q, %q) accepted", bad.addr, bad.from)
 		}
+	}
+}
+
+// TestSMTPRequireTLS sends to a server that offers no STARTTLS: with TLS
+// required nothing is sent, without it the message goes in clear.
+func TestSMTPRequireTLS(t *testing.T) {
+	t.Parallel()
+	server := testenv.SMTP(t)
+	strict, err := mailer.NewSMTP(mailer.SMTPOptions{Addr: server.Addr(), From: "no-reply@tenantbase.test", RequireTLS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := strict.Send(context.Background(), "a@example.com", "Hello", "body"); !errors.Is(err, mailer.ErrNoTLS) {
+		t.Fatalf("Send without STARTTLS, TLS required: %v, want ErrNoTLS", err)
+	}
+	if n := len(server.Messages()); n != 0 {
+		t.Fatalf("%d messages delivered in clear although TLS is required", n)
+	}
+	lax, err := mailer.NewSMTP(mailer.SMTPOptions{Addr: server.Addr(), From: "no-reply@tenantbase.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lax.Send(context.Background(), "a@example.com", "Hello", "body"); err != nil {
+		t.Fatal(err)
 	}
 }
