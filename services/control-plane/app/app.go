@@ -175,6 +175,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 
 	// HTTP.
 	metrics := httpx.NewMetrics()
+	relay.Metrics = outbox.NewMetrics(metrics.Registry, func() (float64, error) {
+		n, err := relay.Pending(context.Background())
+		return float64(n), err
+	})
 	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics})
 	internal := httpx.New(httpx.Options{Log: log, Errors: errorTable})
 	mw := middleware{keys: keys, accounts: accountSvc, serviceToken: cfg.ServiceToken.Reveal()}

@@ -29,6 +29,9 @@ type StreamOptions struct {
 	MaxAge time.Duration
 	// Replicas is 1 on a single server, 3 on a JetStream cluster.
 	Replicas int
+	// MaxMsgSize bounds one event (0: 64 KiB). Events are well under 1 KiB;
+	// the bound keeps a runaway one out of every subscriber's path.
+	MaxMsgSize int32
 }
 
 // StreamConfig is the stream configuration the control plane keeps.
@@ -43,12 +46,16 @@ func StreamConfig(o StreamOptions) jetstream.StreamConfig {
 		MaxAge:      o.MaxAge,
 		Replicas:    max(o.Replicas, 1),
 		Duplicates:  min(DuplicateWindow, o.MaxAge),
+		MaxMsgSize:  o.MaxMsgSize,
 	}
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
 	if o.Channel == (events.Channel{}) {
 		o.Channel = events.DefaultChannel
+	}
+	if o.MaxMsgSize == 0 {
+		o.MaxMsgSize = 64 << 10
 	}
 	return o
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"tenantbase/libs/events"
 )
@@ -60,6 +61,40 @@ type Relay struct {
 	// Wake, when set, ends a wait at once: the bus is back, so the relay
 	// need not sit out its backoff.
 	Wake <-chan struct{}
+	// DeadAfter is how many failed publishes of one event (default 10) set
+	// it aside, once a later event went through: the bus refuses this one,
+	// and it must not hold up every event behind it.
+	DeadAfter int
+	// Metrics, when set, counts events set aside.
+	Metrics *Metrics
+}
+
+// Metrics are the relay's Prometheus metrics.
+type Metrics struct {
+	dead prometheus.Counter
+}
+
+// Dead is the counter of events set aside.
+func (m *Metrics) Dead() prometheus.Counter { return m.dead }
+
+// NewMetrics registers the relay's metrics in reg; pending reports the
+// events still waiting, read when scraped.
+func NewMetrics(reg prometheus.Registerer, pending func() (float64, error)) *Metrics {
+	m := &Metrics{dead: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "event_outbox_dead_total",
+		Help: "Events set aside because the bus kept refusing them while later events went through; alert on any increase (docs/events.md says how to replay them).",
+	})}
+	reg.MustRegister(m.dead, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "event_outbox_pending",
+		Help: "Events written but not yet published (not counting those set aside).",
+	}, func() float64 {
+		n, err := pending()
+		if err != nil {
+			return -1
+		}
+		return n
+	}))
+	return m
 }
 
 // lockKey serialises relays sharing a core database, so that events go out
@@ -147,8 +182,8 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 	}
 	// The subject column holds the event type; the Publisher maps it to
 	// the subject of its deployment's channel.
-	rows, err := tx.Query(ctx, `SELECT id, event_id::text, subject, payload::text FROM event_outbox
-		WHERE published_at IS NULL ORDER BY id LIMIT $1`, limit)
+	rows, err := tx.Query(ctx, `SELECT id, event_id::text, subject, payload::text, attempts FROM event_outbox
+		WHERE published_at IS NULL AND dead_at IS NULL ORDER BY id LIMIT $1`, limit)
 	if err != nil {
 		return 0, err
 	}
@@ -157,29 +192,61 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 		eventID   string
 		eventType string
 		payload   string
+		attempts  int
 	}
 	pending, err := pgx.CollectRows(rows, func(rw pgx.CollectableRow) (row, error) {
 		var x row
-		err := rw.Scan(&x.id, &x.eventID, &x.eventType, &x.payload)
+		err := rw.Scan(&x.id, &x.eventID, &x.eventType, &x.payload, &x.attempts)
 		return x, err
 	})
 	if err != nil {
 		return 0, err
 	}
+	publish := func(p row) error {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return r.Publisher.Publish(pctx, p.eventType, p.eventID, []byte(p.payload))
+	}
 	var published []int64
 	var pubErr error
-	for _, p := range pending {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		pubErr = r.Publisher.Publish(pctx, p.eventType, p.eventID, []byte(p.payload))
-		cancel()
-		if pubErr != nil {
-			// Later events wait for this one: subscribers see them in order.
-			pubErr = fmt.Errorf("publish %s %s: %w", p.eventType, p.eventID, pubErr)
-			break
+	for i := 0; i < len(pending); i++ {
+		p := pending[i]
+		err := publish(p)
+		if err == nil {
+			published = append(published, p.id)
+			continue
 		}
-		published = append(published, p.id)
+		if _, uerr := tx.Exec(ctx, `UPDATE event_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1`,
+			p.id, err.Error()); uerr != nil {
+			return 0, errors.Join(err, uerr)
+		}
+		// Later events wait for this one, so subscribers see them in
+		// order, unless it failed often enough, the next one goes through
+		// and this one fails once more right after: then the bus refuses
+		// this event only (the retry keeps a bus that was just recovering
+		// from costing an event its place), and it is set aside.
+		if p.attempts+1 >= cmp.Or(r.DeadAfter, 10) && i+1 < len(pending) && publish(pending[i+1]) == nil {
+			if publish(p) == nil {
+				published = append(published, p.id, pending[i+1].id)
+				i++
+				continue
+			}
+			if _, uerr := tx.Exec(ctx, `UPDATE event_outbox SET dead_at = now() WHERE id = $1`, p.id); uerr != nil {
+				return 0, uerr
+			}
+			r.Log.Error("event relay: an event the bus keeps refusing was set aside", "event_id", p.eventID,
+				"type", p.eventType, "attempts", p.attempts+1, "error", err.Error())
+			if r.Metrics != nil {
+				r.Metrics.dead.Inc()
+			}
+			published = append(published, pending[i+1].id)
+			i++
+			continue
+		}
+		pubErr = fmt.Errorf("publish %s %s: %w", p.eventType, p.eventID, err)
+		break
 	}
-	if len(published) > 0 {
+	if len(published) > 0 || pubErr != nil {
 		if _, err := tx.Exec(ctx, `UPDATE event_outbox SET published_at = now() WHERE id = ANY($1)`, published); err != nil {
 			return 0, errors.Join(pubErr, err)
 		}
@@ -190,10 +257,10 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 	return len(published), pubErr
 }
 
-// Pending counts events not yet published.
+// Pending counts events not yet published, not counting those set aside.
 func (r *Relay) Pending(ctx context.Context) (int, error) {
 	var n int
-	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL`).Scan(&n)
+	err := r.Pool.QueryRow(ctx, `SELECT count(*) FROM event_outbox WHERE published_at IS NULL AND dead_at IS NULL`).Scan(&n)
 	return n, err
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"tenantbase/libs/events"
 	"tenantbase/libs/testenv"
@@ -185,10 +188,14 @@ func TestBusDownKeepsEvents(t *testing.T) {
 	for i := range 3 {
 		add(t, pool, int64(i+1))
 	}
-	r := &outbox.Relay{Pool: pool, DSN: core, Publisher: bus, Log: quiet()}
+	// Failures of every event are the bus's, not an event's: nothing is
+	// set aside however often they fail.
+	r := &outbox.Relay{Pool: pool, DSN: core, Publisher: bus, Log: quiet(), DeadAfter: 1}
 	srv.Shutdown()
-	if n, err := r.Flush(ctx, 10); err == nil || n != 0 {
-		t.Fatalf("Flush with NATS down = %d, %v; want 0 and an error", n, err)
+	for range 3 {
+		if n, err := r.Flush(ctx, 10); err == nil || n != 0 {
+			t.Fatalf("Flush with NATS down = %d, %v; want 0 and an error", n, err)
+		}
 	}
 	if p, _ := r.Pending(ctx); p != 3 {
 		t.Fatalf("%d pending after a failed flush, want 3", p)
@@ -200,5 +207,73 @@ func TestBusDownKeepsEvents(t *testing.T) {
 	}, "flush after NATS is back")
 	if got := streamTenants(t, srv.URL(), 3); len(got) != 3 || got[0] != 1 || got[2] != 3 {
 		t.Fatalf("stream holds %v, want [1 2 3]", got)
+	}
+	var dead int
+	testenv.QueryRow(t, core, `SELECT count(*) FROM event_outbox WHERE dead_at IS NOT NULL`, nil, &dead)
+	if dead != 0 {
+		t.Fatalf("%d events set aside after a bus outage, want 0", dead)
+	}
+}
+
+// TestAnEventTheBusRefusesIsSetAside writes an event too large for the
+// stream between small ones: after DeadAfter failures, while the next
+// event goes through, it is set aside with its error and counted, and the
+// events behind it are published in order.
+func TestAnEventTheBusRefusesIsSetAside(t *testing.T) {
+	t.Parallel()
+	core, pool, srv, _ := setup(t)
+	ctx := context.Background()
+	bus, err := natsbus.Connect(srv.URL(), "outbox-test", natsbus.StreamOptions{Channel: events.Channel{Stream: "SMALL", Prefix: "small"},
+		MaxAge: time.Hour, MaxMsgSize: 1024}, quiet())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(bus.Close)
+	add(t, pool, 1)
+	huge := events.New(events.TenantProvisioningFailed, "test", events.TenantData{TenantID: 2, Detail: strings.Repeat("x", 4096)})
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return outbox.Add(ctx, tx, huge) }); err != nil {
+		t.Fatal(err)
+	}
+	add(t, pool, 3)
+	add(t, pool, 4)
+	reg := prometheus.NewRegistry()
+	r := &outbox.Relay{Pool: pool, DSN: core, Publisher: bus, Log: quiet(), DeadAfter: 3}
+	r.Metrics = outbox.NewMetrics(reg, func() (float64, error) { n, err := r.Pending(ctx); return float64(n), err })
+
+	for attempt := 1; attempt < 3; attempt++ {
+		if _, err := r.Flush(ctx, 10); err == nil {
+			t.Fatalf("flush %d published the oversized event", attempt)
+		}
+	}
+	if n, err := r.Flush(ctx, 10); err != nil || n != 2 {
+		t.Fatalf("third flush = %d, %v; want the two events behind the refused one", n, err)
+	}
+	var attempts int
+	var lastError string
+	var deadAt *time.Time
+	testenv.QueryRow(t, core, `SELECT attempts, coalesce(last_error, ''), dead_at FROM event_outbox WHERE event_id = $1`,
+		[]any{huge.ID}, &attempts, &lastError, &deadAt)
+	if deadAt == nil || attempts != 3 || !strings.Contains(lastError, "maximum") {
+		t.Fatalf("refused event: attempts %d, error %q, set aside %v; want 3 attempts, the size error, set aside", attempts, lastError, deadAt != nil)
+	}
+	if p, _ := r.Pending(ctx); p != 0 {
+		t.Fatalf("%d events pending, want 0", p)
+	}
+	if got := testutil.ToFloat64(r.Metrics.Dead()); got != 1 {
+		t.Fatalf("event_outbox_dead_total = %v, want 1", got)
+	}
+	nc, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	stream, err := js.Stream(ctx, "SMALL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil || info.State.Msgs != 3 {
+		t.Fatalf("stream holds %v messages (%v), want the three small events", info.State.Msgs, err)
 	}
 }
