@@ -167,6 +167,9 @@ func (c Config) validate() error {
 	if err := c.eventChannel().Validate(); err != nil {
 		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
 	}
+	if err := c.checkNATSLogin(); err != nil {
+		return err
+	}
 	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
 		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
 	}

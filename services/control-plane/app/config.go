@@ -43,7 +43,12 @@ type Config struct {
 	// names. It can never change afterwards.
 	DeploymentID string `envconfig:"DEPLOYMENT_ID"`
 
+	// NATSURL is one NATS server or several, comma-separated.
 	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// NATSUser and NATSPassword log in to NATS; empty means no login. The
+	// user needs only the publisher permissions of docs/events.md.
+	NATSUser     string        `envconfig:"NATS_USER"`
+	NATSPassword config.Secret `envconfig:"NATS_PASSWORD"`
 	// EventsStream and EventsSubjectPrefix name where events go; deployments
 	// sharing a NATS server (without separate NATS accounts) pick their own.
 	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`

@@ -147,7 +147,7 @@ func runOrganizations(ctx context.Context, d *deps, store *organizations.Store, 
 	}
 	bus, err := natsbus.Connect(cfg.NATSURL, "control-plane", natsbus.StreamOptions{
 		Channel: cfg.eventChannel(), MaxAge: cfg.EventsMaxAge, Replicas: cfg.EventsReplicas,
-	}, d.log.With("component", "events"))
+	}, d.log.With("component", "events"), cfg.natsLogin()...)
 	if err != nil {
 		return err
 	}
