@@ -115,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			_ = msg.Term()
 			continue
 		}
-		if e.FromDeployment(*deployment) && seen.add(e.ID) {
+		if (*deployment == "" || e.FromDeployment(*deployment)) && seen.add(e.ID) {
 			fmt.Fprintf(stdout, "%s %s tenant=%d name=%q owner=%d status=%s schema_version=%d id=%s\n",
 				e.Time.Format(time.RFC3339), e.Type, e.Data.TenantID, e.Data.Name, e.Data.OwnerID,
 				e.Data.Status, e.Data.SchemaVersion, e.ID)
