@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -133,7 +134,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(Addrs)) e
 // down does not keep the plane from serving: the client keeps trying, and
 // the cache TTL bounds staleness meanwhile.
 func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop func(), err error) {
-	nc, err := nats.Connect(cfg.NATSURL,
+	opts := []nats.Option{
 		nats.Name("tenant-plane"),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -144,7 +145,23 @@ func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop 
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }),
-	)
+		// Permission violations answer no request: without this they would
+		// only show up as timeouts.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// An ordered consumer that starts over deletes its old consumer,
+			// which a user with follower permissions may not; the server
+			// drops it once inactive.
+			if strings.Contains(err.Error(), `"$JS.API.CONSUMER.DELETE.`) {
+				log.Debug("old consumer left to expire", "error", err.Error())
+				return
+			}
+			log.Error("nats error", "error", err.Error())
+		}),
+	}
+	if cfg.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword.Reveal()))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
@@ -195,6 +212,8 @@ func (c Config) validate() error {
 		return errors.New("config: LOGIN_MAX_FAILURES must be at least 1 and LOGIN_LOCKOUT positive")
 	case c.ServiceToken == "":
 		return errors.New("config: SERVICE_TOKEN is required")
+	case (c.NATSUser == "") != (c.NATSPassword == ""):
+		return errors.New("config: set both NATS_USER and NATS_PASSWORD, or neither")
 	}
 	if err := c.eventChannel().Validate(); err != nil {
 		return fmt.Errorf("config: EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err)
