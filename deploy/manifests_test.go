@@ -14,7 +14,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -128,15 +127,40 @@ type workload struct {
 				} `yaml:"securityContext"`
 				InitContainers []container `yaml:"initContainers"`
 				Containers     []container `yaml:"containers"`
-				Volumes        []struct {
-					Name      string `yaml:"name"`
-					ConfigMap *struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
+				Volumes        []volume    `yaml:"volumes"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	} `yaml:"spec"`
+}
+
+type volume struct {
+	Name      string `yaml:"name"`
+	ConfigMap *struct {
+		Name string `yaml:"name"`
+	} `yaml:"configMap"`
+	Projected *struct {
+		Sources []struct {
+			ConfigMap *struct {
+				Name string `yaml:"name"`
+			} `yaml:"configMap"`
+		} `yaml:"sources"`
+	} `yaml:"projected"`
+}
+
+// configMaps names the ConfigMaps a volume shows, directly or projected.
+func (v volume) configMaps() []string {
+	var names []string
+	if v.ConfigMap != nil {
+		names = append(names, v.ConfigMap.Name)
+	}
+	if v.Projected != nil {
+		for _, src := range v.Projected.Sources {
+			if src.ConfigMap != nil {
+				names = append(names, src.ConfigMap.Name)
+			}
+		}
+	}
+	return names
 }
 
 type service struct {
@@ -647,22 +671,7 @@ func TestManifestNATSJetStream(t *testing.T) {
 			if sts.Spec.Replicas == nil || *sts.Spec.Replicas != ov.natsReplicas {
 				t.Fatalf("nats replicas %v, want %d", sts.Spec.Replicas, ov.natsReplicas)
 			}
-			var cmName string
-			for _, v := range sts.Spec.Template.Spec.Volumes {
-				if v.ConfigMap != nil {
-					cmName = v.ConfigMap.Name
-				}
-			}
-			conf := r.configMapData(t, cmName)["nats.conf"]
-			path := filepath.Join(t.TempDir(), "nats.conf")
-			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			t.Setenv("SERVER_NAME", "nats-0")
-			opts, err := server.ProcessConfigFile(path)
-			if err != nil {
-				t.Fatalf("nats-server rejects %s: %v", cmName, err)
-			}
+			opts := natsPodConfig(t, r, sts)
 			if !opts.JetStream || opts.StoreDir != "/data" {
 				t.Errorf("jetstream %v store_dir %q, want JetStream on the data volume", opts.JetStream, opts.StoreDir)
 			}
