@@ -170,6 +170,9 @@ func (c Config) validate() error {
 	if err := c.checkNATSLogin(); err != nil {
 		return err
 	}
+	if err := CheckPublicURL(c.Env, c.PublicURL); err != nil {
+		return err
+	}
 	if (c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == "") {
 		return errors.New("config: set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
 	}
