@@ -139,11 +139,11 @@ func TestComposePlanesConfiguration(t *testing.T) {
 	}{
 		{
 			service: "control-plane", config: "services/control-plane/app/config.go",
-			secrets: []string{"DATABASE_URL", "TENANT_DB_ADMIN_URL", "CREDENTIALS_KEY", "JWT_SIGNING_KEY", "SERVICE_TOKEN", "BOOTSTRAP_ADMIN_PASSWORD"},
+			secrets: []string{"DATABASE_URL", "TENANT_DB_ADMIN_URL", "CREDENTIALS_KEY", "JWT_SIGNING_KEY", "SERVICE_TOKEN", "BOOTSTRAP_ADMIN_PASSWORD", "NATS_PASSWORD"},
 		},
 		{
 			service: "tenant-plane", config: "services/tenant-plane/app/config.go",
-			secrets: []string{"JWT_SIGNING_KEY", "SERVICE_TOKEN"},
+			secrets: []string{"JWT_SIGNING_KEY", "SERVICE_TOKEN", "NATS_PASSWORD"},
 		},
 	} {
 		t.Run(tt.service, func(t *testing.T) {
@@ -236,7 +236,7 @@ func TestComposeRefusesMissingSecrets(t *testing.T) {
 	example := readFile(t, ".env.example")
 	required := []string{
 		"POSTGRES_PASSWORD", "CREDENTIALS_KEY", "CONTROL_PLANE_JWT_SIGNING_KEY",
-		"TENANT_PLANE_JWT_SIGNING_KEY", "SERVICE_TOKEN",
+		"TENANT_PLANE_JWT_SIGNING_KEY", "SERVICE_TOKEN", "NATS_CONTROL_PLANE_PASSWORD", "NATS_TENANT_PLANE_PASSWORD",
 	}
 	for _, key := range required {
 		t.Run(key, func(t *testing.T) {

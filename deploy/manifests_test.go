@@ -14,7 +14,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -121,22 +120,48 @@ type workload struct {
 	Spec     struct {
 		Replicas *int `yaml:"replicas"`
 		Template struct {
-			Spec struct {
+			Metadata meta `yaml:"metadata"`
+			Spec     struct {
 				SecurityContext struct {
 					RunAsNonRoot *bool  `yaml:"runAsNonRoot"`
 					RunAsUser    *int64 `yaml:"runAsUser"`
 				} `yaml:"securityContext"`
 				InitContainers []container `yaml:"initContainers"`
 				Containers     []container `yaml:"containers"`
-				Volumes        []struct {
-					Name      string `yaml:"name"`
-					ConfigMap *struct {
-						Name string `yaml:"name"`
-					} `yaml:"configMap"`
-				} `yaml:"volumes"`
+				Volumes        []volume    `yaml:"volumes"`
 			} `yaml:"spec"`
 		} `yaml:"template"`
 	} `yaml:"spec"`
+}
+
+type volume struct {
+	Name      string `yaml:"name"`
+	ConfigMap *struct {
+		Name string `yaml:"name"`
+	} `yaml:"configMap"`
+	Projected *struct {
+		Sources []struct {
+			ConfigMap *struct {
+				Name string `yaml:"name"`
+			} `yaml:"configMap"`
+		} `yaml:"sources"`
+	} `yaml:"projected"`
+}
+
+// configMaps names the ConfigMaps a volume shows, directly or projected.
+func (v volume) configMaps() []string {
+	var names []string
+	if v.ConfigMap != nil {
+		names = append(names, v.ConfigMap.Name)
+	}
+	if v.Projected != nil {
+		for _, src := range v.Projected.Sources {
+			if src.ConfigMap != nil {
+				names = append(names, src.ConfigMap.Name)
+			}
+		}
+	}
+	return names
 }
 
 type service struct {
@@ -265,6 +290,8 @@ func TestManifestsRender(t *testing.T) {
 				"Deployment/ingress", "Service/ingress",
 				"StatefulSet/nats", "Service/nats", "Service/nats-cluster",
 				"HTTPRoute/tenantbase",
+				"NetworkPolicy/control-plane", "NetworkPolicy/tenant-plane", "NetworkPolicy/nats",
+				"NetworkPolicy/postgres", "NetworkPolicy/ingress",
 			},
 			wantNot: []string{"StatefulSet/postgres", "Deployment/mailpit", "Namespace/tenantbase"},
 			wantGenerated: []string{
@@ -278,6 +305,8 @@ func TestManifestsRender(t *testing.T) {
 				"Deployment/control-plane", "Deployment/tenant-plane", "Deployment/ingress",
 				"StatefulSet/nats", "StatefulSet/postgres", "Service/postgres",
 				"Deployment/mailpit", "Service/mailpit",
+				"NetworkPolicy/control-plane", "NetworkPolicy/tenant-plane", "NetworkPolicy/nats",
+				"NetworkPolicy/postgres", "NetworkPolicy/ingress",
 			},
 			wantGenerated: []string{
 				"Secret/control-plane", "Secret/tenant-plane", "Secret/service-token", "Secret/postgres",
@@ -647,22 +676,7 @@ func TestManifestNATSJetStream(t *testing.T) {
 			if sts.Spec.Replicas == nil || *sts.Spec.Replicas != ov.natsReplicas {
 				t.Fatalf("nats replicas %v, want %d", sts.Spec.Replicas, ov.natsReplicas)
 			}
-			var cmName string
-			for _, v := range sts.Spec.Template.Spec.Volumes {
-				if v.ConfigMap != nil {
-					cmName = v.ConfigMap.Name
-				}
-			}
-			conf := r.configMapData(t, cmName)["nats.conf"]
-			path := filepath.Join(t.TempDir(), "nats.conf")
-			if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			t.Setenv("SERVER_NAME", "nats-0")
-			opts, err := server.ProcessConfigFile(path)
-			if err != nil {
-				t.Fatalf("nats-server rejects %s: %v", cmName, err)
-			}
+			opts := natsPodConfig(t, r, sts)
 			if !opts.JetStream || opts.StoreDir != "/data" {
 				t.Errorf("jetstream %v store_dir %q, want JetStream on the data volume", opts.JetStream, opts.StoreDir)
 			}
@@ -926,4 +940,165 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// labelSelector is the matchLabels form of a selector, the only one the
+// manifests use.
+type labelSelector struct {
+	MatchLabels      map[string]string `yaml:"matchLabels"`
+	MatchExpressions []any             `yaml:"matchExpressions"`
+}
+
+func (s labelSelector) matches(t *testing.T, labels map[string]string) bool {
+	t.Helper()
+	if len(s.MatchExpressions) > 0 {
+		t.Fatal("matchExpressions in a NetworkPolicy: extend this test")
+	}
+	for k, v := range s.MatchLabels {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+type networkPolicy struct {
+	Metadata meta `yaml:"metadata"`
+	Spec     struct {
+		PodSelector labelSelector `yaml:"podSelector"`
+		PolicyTypes []string      `yaml:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				PodSelector       *labelSelector `yaml:"podSelector"`
+				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
+				IPBlock           any            `yaml:"ipBlock"`
+			} `yaml:"from"`
+			Ports []struct {
+				Protocol string `yaml:"protocol"`
+				Port     any    `yaml:"port"`
+				EndPort  any    `yaml:"endPort"`
+			} `yaml:"ports"`
+		} `yaml:"ingress"`
+	} `yaml:"spec"`
+}
+
+// peer is a connection's source: a pod of this namespace (its labels), or
+// anything else (nil labels: other namespaces, nodes, the internet).
+type peer struct {
+	name   string
+	labels map[string]string
+}
+
+// admits tells whether the ingress NetworkPolicies let from connect to the
+// pod with labels and container ports ports, on port: a pod no policy
+// selects admits everything; a selected one only what a rule of a policy
+// selecting it allows. Peers that are not pod selectors of this namespace
+// count as admitting everyone, so such a rule shows up as too open.
+func admits(t *testing.T, policies []networkPolicy, labels map[string]string, ports map[string]int, port int, from peer) bool {
+	t.Helper()
+	isolated := false
+	for _, np := range policies {
+		if !np.Spec.PodSelector.matches(t, labels) {
+			continue
+		}
+		if !slices.Equal(np.Spec.PolicyTypes, []string{"Ingress"}) {
+			t.Fatalf("NetworkPolicy %s: policyTypes %v, want [Ingress]", np.Metadata.Name, np.Spec.PolicyTypes)
+		}
+		isolated = true
+		for _, rule := range np.Spec.Ingress {
+			portOK := len(rule.Ports) == 0
+			for _, p := range rule.Ports {
+				if p.EndPort != nil || (p.Protocol != "" && p.Protocol != "TCP") {
+					t.Fatalf("NetworkPolicy %s: port %+v: extend this test", np.Metadata.Name, p)
+				}
+				switch v := p.Port.(type) {
+				case int:
+					portOK = portOK || v == port
+				case string:
+					portOK = portOK || ports[v] == port
+				default:
+					t.Fatalf("NetworkPolicy %s: port %v", np.Metadata.Name, p.Port)
+				}
+			}
+			peerOK := len(rule.From) == 0
+			for _, f := range rule.From {
+				switch {
+				case f.NamespaceSelector != nil || f.IPBlock != nil:
+					peerOK = true
+				case f.PodSelector != nil:
+					peerOK = peerOK || (from.labels != nil && f.PodSelector.matches(t, from.labels))
+				}
+			}
+			if portOK && peerOK {
+				return true
+			}
+		}
+	}
+	return !isolated
+}
+
+func TestManifestNetworkPolicies(t *testing.T) {
+	for _, ov := range overlays {
+		t.Run(ov.name, func(t *testing.T) {
+			r := render(t, ov.dir)
+			var policies []networkPolicy
+			for _, o := range r {
+				if o.Kind == "NetworkPolicy" {
+					if o.APIVersion != "networking.k8s.io/v1" {
+						t.Errorf("NetworkPolicy %s: apiVersion %s", o.Metadata.Name, o.APIVersion)
+					}
+					var np networkPolicy
+					o.decode(t, &np)
+					policies = append(policies, np)
+				}
+			}
+			pods := map[string]workload{}
+			peers := []peer{{name: "outside the namespace"}, {name: "another pod", labels: map[string]string{"app.kubernetes.io/name": "intruder"}}}
+			for _, w := range r.workloads(t) {
+				pods[w.Metadata.Name] = w
+				peers = append(peers, peer{name: w.Metadata.Name, labels: w.Spec.Template.Metadata.Labels})
+			}
+			cpPorts, tpPorts := servicePorts(t, r, "control-plane"), servicePorts(t, r, "tenant-plane")
+			natsPorts, natsCluster := servicePorts(t, r, "nats"), servicePorts(t, r, "nats-cluster")
+			cpEnv := r.configMapData(t, envConfigMapName(t, r, "control-plane", "control-plane-env"))
+			if !strings.HasSuffix(cpEnv["INTERNAL_ADDR"], fmt.Sprintf(":%d", cpPorts["internal"])) {
+				t.Fatalf("INTERNAL_ADDR %s is not the Service's internal port %d", cpEnv["INTERNAL_ADDR"], cpPorts["internal"])
+			}
+			tests := []struct {
+				target, port string
+				number       int
+				only         []string // the peers admitted; "*" for every one
+			}{
+				{target: "control-plane", port: "public", number: cpPorts["http"], only: []string{"ingress"}},
+				{target: "control-plane", port: "internal", number: cpPorts["internal"], only: []string{"tenant-plane"}},
+				{target: "tenant-plane", port: "public", number: tpPorts["http"], only: []string{"ingress"}},
+				{target: "tenant-plane", port: "internal", number: tpPorts["internal"]},
+				{target: "nats", port: "client", number: natsPorts["client"], only: []string{"control-plane", "tenant-plane"}},
+				{target: "nats", port: "cluster", number: natsCluster["cluster"], only: []string{"nats"}},
+				{target: "nats", port: "monitor", number: natsCluster["monitor"]},
+				{target: "postgres", port: "postgres", number: 5432, only: []string{"control-plane", "tenant-plane"}},
+				{target: "ingress", port: "public", number: servicePorts(t, r, "ingress")["http"], only: []string{"*"}},
+			}
+			for _, tt := range tests {
+				w, ok := pods[tt.target]
+				labels := map[string]string{"app.kubernetes.io/name": tt.target}
+				ports := map[string]int{}
+				if ok {
+					labels = w.Spec.Template.Metadata.Labels
+					for _, p := range w.Spec.Template.Spec.Containers[0].Ports {
+						ports[p.Name] = p.ContainerPort
+					}
+				}
+				if tt.number == 0 {
+					t.Fatalf("%s: no %s port", tt.target, tt.port)
+				}
+				for _, from := range peers {
+					want := slices.Contains(tt.only, "*") || slices.Contains(tt.only, from.name)
+					if got := admits(t, policies, labels, ports, tt.number, from); got != want {
+						t.Errorf("%s's %s port %d admits %s: %v, want %v", tt.target, tt.port, tt.number, from.name, got, want)
+					}
+				}
+			}
+		})
+	}
 }

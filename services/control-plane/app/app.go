@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	eventLog := log.With("component", "events")
 	bus, err := natsbus.Connect(cfg.NATSURL, "control-plane", natsbus.StreamOptions{
 		Channel: cfg.eventChannel(), MaxAge: cfg.EventsMaxAge, Replicas: cfg.EventsReplicas,
-	}, eventLog)
+	}, eventLog, cfg.natsLogin()...)
 	if err != nil {
 		return err
 	}

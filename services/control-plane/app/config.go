@@ -46,7 +46,12 @@ type Config struct {
 	// names. It can never change afterwards.
 	DeploymentID string `envconfig:"DEPLOYMENT_ID"`
 
+	// NATSURL is one NATS server or several, comma-separated.
 	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// NATSUser and NATSPassword log in to NATS; empty means no login. The
+	// user needs only the publisher permissions of docs/events.md.
+	NATSUser     string        `envconfig:"NATS_USER"`
+	NATSPassword config.Secret `envconfig:"NATS_PASSWORD"`
 	// EventsStream and EventsSubjectPrefix name where events go; deployments
 	// sharing a NATS server (without separate NATS accounts) pick their own.
 	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`
@@ -135,6 +140,8 @@ func (c Config) Validate() error {
 	check(c.HTTPAddr == "" || c.InternalAddr == "", "HTTP_ADDR and INTERNAL_ADDR are required")
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("PUBLIC_URL must be an absolute http(s) URL, got %q", c.PublicURL))
+	} else if err := CheckPublicURL(c.Env, c.PublicURL); err != nil {
+		errs = append(errs, err)
 	}
 	check(c.DatabaseURL == "", "DATABASE_URL is required")
 	if err := provisioning.CheckAdminDSN(c.tenantAdminDSN()); err != nil {
@@ -145,6 +152,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("DEPLOYMENT_ID: %w", err))
 	}
 	check(c.NATSURL == "", "NATS_URL is required")
+	if err := c.checkNATSLogin(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.eventChannel().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err))
 	}

@@ -36,6 +36,10 @@ func TestConfigValidate(t *testing.T) {
 		{"production mail in clear", func(c *app.Config) { production(c); c.SMTPRequireTLS = false }, "SMTP_REQUIRE_TLS"},
 		{"production with generated keys", func(c *app.Config) { production(c); c.CredentialsKey = "" }, "CREDENTIALS_KEY"},
 		{"production with the dev service token", func(c *app.Config) { production(c); c.ServiceToken = config.DevServiceToken }, "SERVICE_TOKEN"},
+		{"production with the placeholder URL", func(c *app.Config) { production(c); c.PublicURL = "https://CHANGE-ME.invalid" }, "placeholder"},
+		{"production with another .invalid host", func(c *app.Config) { production(c); c.PublicURL = "https://api.tenantbase.invalid./" }, "placeholder"},
+		{"NATS user without password", func(c *app.Config) { c.NATSUser = "control-plane" }, "NATS_PASSWORD"},
+		{"NATS password without user", func(c *app.Config) { c.NATSPassword = "secret" }, "NATS_USER"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +52,14 @@ func TestConfigValidate(t *testing.T) {
 	}
 	cfg := app.DefaultConfig()
 	production(&cfg)
+	cfg.PublicURL = "https://api.example.com"
+	cfg.NATSUser, cfg.NATSPassword = "control-plane", "secret"
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("a complete production config: %v", err)
+	}
+	cfg = app.DefaultConfig()
+	cfg.PublicURL = "https://CHANGE-ME.invalid"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the placeholder outside production: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -149,7 +150,7 @@ func registerServiceRoutes(public, internal *echo.Echo, version string, keys *au
 // down does not keep the plane from serving: the client keeps trying, and
 // the cache TTL bounds staleness meanwhile.
 func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop func(), err error) {
-	nc, err := nats.Connect(cfg.NATSURL,
+	opts := []nats.Option{
 		nats.Name("tenant-plane"),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -160,7 +161,23 @@ func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop 
 			}
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("reconnected to NATS") }),
-	)
+		// Permission violations answer no request: without this they would
+		// only show up as timeouts.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			// An ordered consumer that starts over deletes its old consumer,
+			// which a user with follower permissions may not; the server
+			// drops it once inactive.
+			if strings.Contains(err.Error(), `"$JS.API.CONSUMER.DELETE.`) {
+				log.Debug("old consumer left to expire", "error", err.Error())
+				return
+			}
+			log.Error("nats error", "error", err.Error())
+		}),
+	}
+	if cfg.NATSUser != "" {
+		opts = append(opts, nats.UserInfo(cfg.NATSUser, cfg.NATSPassword.Reveal()))
+	}
+	nc, err := nats.Connect(cfg.NATSURL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}

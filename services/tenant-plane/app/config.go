@@ -25,7 +25,12 @@ type Config struct {
 	// ControlPlaneURL is the control plane's internal listener.
 	ControlPlaneURL string        `envconfig:"CONTROL_PLANE_URL" default:"http://127.0.0.1:8082"`
 	ServiceToken    config.Secret `envconfig:"SERVICE_TOKEN" default:"local-dev-service-token"`
-	NATSURL         string        `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// NATSURL is one NATS server or several, comma-separated.
+	NATSURL string `envconfig:"NATS_URL" default:"nats://127.0.0.1:4222"`
+	// NATSUser and NATSPassword log in to NATS; empty means no login. The
+	// user needs only the follower permissions of docs/events.md.
+	NATSUser     string        `envconfig:"NATS_USER"`
+	NATSPassword config.Secret `envconfig:"NATS_PASSWORD"`
 	// EventsStream and EventsSubjectPrefix must match the control plane's.
 	EventsStream        string `envconfig:"EVENTS_STREAM" default:"TENANT_EVENTS"`
 	EventsSubjectPrefix string `envconfig:"EVENTS_SUBJECT_PREFIX" default:"tenant"`
@@ -100,6 +105,7 @@ func (c Config) Validate() error {
 	}
 	check(c.ServiceToken == "", "SERVICE_TOKEN is required")
 	check(c.NATSURL == "", "NATS_URL is required")
+	check((c.NATSUser == "") != (c.NATSPassword == ""), "set both NATS_USER and NATS_PASSWORD, or neither")
 	if err := c.eventChannel().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("EVENTS_STREAM, EVENTS_SUBJECT_PREFIX: %w", err))
 	}

@@ -7,6 +7,10 @@
 //
 //	go run ./services/control-plane/cmd/tenant-events -nats nats://127.0.0.1:4222
 //
+// Where NATS requires a login, -user (or NATS_USER) names a user holding
+// the subscriber permissions of its durable (docs/events.md) and
+// NATS_PASSWORD its password.
+//
 // Being durable, the consumer resumes after a restart where it left off;
 // docs/events.md describes the contract it relies on.
 package main
@@ -39,7 +43,8 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("tenant-events", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL")
+	natsURL := fs.String("nats", envOr("NATS_URL", nats.DefaultURL), "NATS server URL (several: comma-separated)")
+	user := fs.String("user", os.Getenv("NATS_USER"), "NATS user (its password in NATS_PASSWORD); empty: no login")
 	durable := fs.String("durable", "tenant-events-printer", "durable consumer name")
 	subject := fs.String("subject", events.TenantCreated, "event type to print (tenant.> for all)")
 	stream := fs.String("stream", envOr("EVENTS_STREAM", events.DefaultStream), "JetStream stream of the deployment's events")
@@ -58,7 +63,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		filter = channel.Subject(*subject)
 	}
 
-	nc, err := nats.Connect(*natsURL, nats.Name("tenant-events"), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.Name("tenant-events"), nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1),
+		// A permission violation answers no request; say so instead of
+		// only timing out.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { fmt.Fprintln(stderr, "nats:", err) })}
+	if *user != "" {
+		// The password stays out of the flags, which other users of the
+		// machine can read.
+		opts = append(opts, nats.UserInfo(*user, os.Getenv("NATS_PASSWORD")))
+	}
+	nc, err := nats.Connect(*natsURL, opts...)
 	if err != nil {
 		return err
 	}
@@ -101,7 +115,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			_ = msg.Term()
 			continue
 		}
-		if e.FromDeployment(*deployment) && seen.add(e.ID) {
+		if (*deployment == "" || e.FromDeployment(*deployment)) && seen.add(e.ID) {
 			fmt.Fprintf(stdout, "%s %s tenant=%d name=%q owner=%d status=%s schema_version=%d id=%s\n",
 				e.Time.Format(time.RFC3339), e.Type, e.Data.TenantID, e.Data.Name, e.Data.OwnerID,
 				e.Data.Status, e.Data.SchemaVersion, e.ID)

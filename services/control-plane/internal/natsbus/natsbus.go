@@ -75,11 +75,12 @@ type Bus struct {
 	ensured bool
 }
 
-// Connect returns a Bus for url at once; the connection is made, and
-// remade after losses, in the background.
-func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) {
+// Connect returns a Bus for url (one server or several, comma-separated)
+// at once; the connection is made, and remade after losses, in the
+// background. extra adds options such as the login (nats.UserInfo).
+func Connect(url, name string, o StreamOptions, log *slog.Logger, extra ...nats.Option) (*Bus, error) {
 	reconnected := make(chan struct{}, 1)
-	nc, err := nats.Connect(url,
+	opts := append([]nats.Option{
 		nats.Name(name),
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
@@ -107,7 +108,11 @@ func Connect(url, name string, o StreamOptions, log *slog.Logger) (*Bus, error) 
 			default:
 			}
 		}),
-	)
+		// Permission violations answer no request: without this they would
+		// only show up as timeouts.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { log.Error("nats error", "error", err.Error()) }),
+	}, extra...)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: %w", err)
 	}
