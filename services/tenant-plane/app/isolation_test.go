@@ -45,8 +45,8 @@ func TestTokensDoNotCrossTenantsOrPlanes(t *testing.T) {
 	tokA := w.ownerLogin(t, a).AccessToken
 	w.ownerLogin(t, b)
 	// A core token as the control plane signs them, with its own key and
-	// issuer; that a real one is refused too is checked end to end in
-	// deploy/ (TestTenantLifecycleEndToEnd).
+	// issuer. A real one is refused too, and a tenant token by the control
+	// plane, in deploy/ (TestIngressEndToEnd, "X-TENANT chooses the plane").
 	_, coreKey, err := ed25519.GenerateKey(nil)
 	if err != nil {
 		t.Fatal(err)
