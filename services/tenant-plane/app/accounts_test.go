@@ -12,6 +12,7 @@ import (
 )
 
 func TestAccountAPI(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, func(c *app.Config) { c.LoginMaxFailures = 3 })
 	tp, a := w.tp, w.a.ID
 	admin := w.ownerLogin(t, a)
@@ -207,22 +208,8 @@ func ownerID(t *testing.T, w *world, token string) int64 {
 	return p.ID
 }
 
-func TestOwnerIsTenantAdminWithCoreCredentials(t *testing.T) {
-	w := newWorld(t, nil)
-	for _, id := range []int64{w.a.ID, w.b.ID} {
-		tok := w.ownerLogin(t, id)
-		var p struct {
-			Email string `json:"email"`
-			Role  string `json:"role"`
-		}
-		w.tp.call(t, http.MethodGet, "/profile", id, tok.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &p)
-		if p.Email != w.owner.Email || p.Role != "admin" {
-			t.Errorf("tenant %d: owner's profile = %+v", id, p)
-		}
-	}
-}
-
 func TestDiscoveryEndpoints(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t, nil)
 	res := w.tp.call(t, http.MethodGet, "/openapi.yaml", 0, "", nil).Expect(t, http.StatusOK)
 	if !bytes.Equal(res.Body, app.OpenAPI) {

@@ -19,7 +19,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
 
-	"tenantbase/services/control-plane/cptest"
+	"tenantbase/libs/events"
+	"tenantbase/libs/tenantapi/tenantapitest"
+	"tenantbase/libs/tenantdb/tenantdbtest"
+	"tenantbase/libs/testenv"
 	"tenantbase/services/tenant-plane/app"
 )
 
@@ -96,28 +99,30 @@ func load(b *testing.B, n int, request func(i int) *http.Request) figures {
 // BenchmarkProfile measures GET /profile on the tenant plane against a bare
 // echo + pgx handler running the same query on one tenant database, in the
 // same run, and again with requests spread over 200 tenants under a budget
-// of 40 connections (round robin, then Zipf-skewed). Run it with a fixed
+// of 40 connections (round robin, then Zipf-skewed). The 200 tenants are
+// real migrated tenant databases made directly (tenantdbtest), served
+// through a tenantapitest.Directory: no control plane is involved. Run it with a fixed
 // count, and -v for the summary table:
 //
 //	go test ./app -run '^$' -bench Profile -benchtime 20000x
 func BenchmarkProfile(b *testing.B) {
 	const tenantCount, budget = 200, 40
-	cp := cptest.Start(b, cptest.Options{})
-	owner := cp.SignUpOwner(b, "owner@example.com", ownerPassword)
-	orgs := make([]cptest.Organization, tenantCount)
+	nats := testenv.NATS(b)
+	dir := tenantapitest.NewDirectory(b)
+	tenantapitest.NewPublisher(b, nats.URL(), events.DefaultChannel) // the stream the plane follows
+	began := time.Now()
+	orgs := make([]tenant, tenantCount)
 	for i := range orgs {
-		orgs[i] = cp.CreateOrganization(b, owner.AccessToken, "Org "+strconv.Itoa(i))
+		orgs[i] = addTenant(b, dir, int64(i+1))
 	}
-	for i, org := range orgs {
-		orgs[i] = cp.WaitStatus(b, owner.AccessToken, org.ID, "ready", 5*time.Minute)
-	}
-	tp := startPlane(b, cp.InternalURL, cp.NATS.URL(), func(c *app.Config) {
+	b.Logf("%d tenant databases created in %s", tenantCount, time.Since(began).Round(time.Millisecond))
+	tp := startPlane(b, dir.URL, nats.URL(), func(c *app.Config) {
 		c.LogLevel = "info"
 		c.PoolBudget = budget
 	})
 	tokens := make([]string, tenantCount)
 	for i, org := range orgs {
-		tokens[i] = tp.login(b, org.ID, owner.Email, ownerPassword).AccessToken
+		tokens[i] = tp.login(b, org.ID, ownerEmail, ownerPassword).AccessToken
 	}
 
 	// The baseline: the same query on the first tenant's database, with a
@@ -127,7 +132,7 @@ func BenchmarkProfile(b *testing.B) {
 		ID int64 `json:"id"`
 	}
 	tp.call(b, http.MethodGet, "/profile", first, tokens[0], nil).Expect(b, http.StatusOK).Decode(b, &me)
-	poolCfg, err := pgxpool.ParseConfig(cptest.DSN(cp.Tenant(b, first).Database))
+	poolCfg, err := pgxpool.ParseConfig(tenantdbtest.DSN(orgs[0].DB))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,7 +210,7 @@ func BenchmarkProfile(b *testing.B) {
 	// plane whenever the tenants in use need more connections than the budget.
 	var sessionsPerSecond float64
 	b.Run("postgres-new-sessions", func(b *testing.B) {
-		sessionsPerSecond = newSessions(b, b.N, cptest.DSN(cp.Tenant(b, first).Database))
+		sessionsPerSecond = newSessions(b, b.N, tenantdbtest.DSN(orgs[0].DB))
 	})
 
 	base := results[scenarios[0].name]

@@ -8,36 +8,46 @@ import (
 	"testing"
 	"time"
 
+	"tenantbase/libs/events"
+	"tenantbase/libs/tenantapi/tenantapitest"
 	"tenantbase/libs/testenv"
-	"tenantbase/services/control-plane/cptest"
 	"tenantbase/services/tenant-plane/app"
 )
 
 func TestConnectionBudgetAcrossTenants(t *testing.T) {
+	t.Parallel()
 	const budget = 3
-	cp := cptest.Start(t, cptest.Options{})
-	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
-	tp := startPlane(t, cp.InternalURL, cp.NATS.URL(), func(c *app.Config) {
-		c.PoolBudget = budget
-		c.PoolPerTenantMax = 2
-		c.PoolAcquireWait = 20 * time.Second
-	})
-
-	type tenant struct {
+	nats := testenv.NATS(t)
+	dir := tenantapitest.NewDirectory(t)
+	tenantapitest.NewPublisher(t, nats.URL(), events.DefaultChannel) // the stream the plane follows
+	type served struct {
 		id    int64
 		token string
 	}
 	var (
-		tenants   []tenant
+		tenants   []served
 		databases []string
 	)
 	for i := range 3 * budget {
-		org := cp.CreateReadyOrganization(t, owner, "Org "+strconv.Itoa(i))
-		databases = append(databases, cp.Tenant(t, org.ID).Database.Name)
-		tenants = append(tenants, tenant{id: org.ID, token: tp.login(t, org.ID, owner.Email, ownerPassword).AccessToken})
+		tn := addTenant(t, dir, int64(i+1))
+		databases = append(databases, tn.DB.Name)
+		tenants = append(tenants, served{id: tn.ID})
+	}
+	// Only the plane's sessions may count: the ones that set the tenants
+	// up must have left.
+	sessions := testenv.Sessions(t)
+	testenv.Eventually(t, 30*time.Second, func() bool { return sessions.Count(t, databases...) == 0 },
+		"the setup's sessions on the tenant databases end")
+	tp := startPlane(t, dir.URL, nats.URL(), func(c *app.Config) {
+		c.PoolBudget = budget
+		c.PoolPerTenantMax = 2
+		c.PoolAcquireWait = 20 * time.Second
+	})
+	for i := range tenants {
+		tenants[i].token = tp.login(t, tenants[i].id, ownerEmail, ownerPassword).AccessToken
 	}
 
-	stopSampling := testenv.Sessions(t).Peak(t, databases...)
+	stopSampling := sessions.Peak(t, databases...)
 
 	const workersPerTenant, requestsPerWorker = 3, 10
 	var (

@@ -6,20 +6,20 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"tenantbase/libs/events"
 	"tenantbase/libs/openapitest"
+	"tenantbase/libs/tenantapi"
+	"tenantbase/libs/tenantapi/tenantapitest"
+	"tenantbase/libs/tenantdb"
+	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
-	"tenantbase/services/control-plane/cptest"
 	"tenantbase/services/tenant-plane/app"
 )
 
@@ -34,9 +34,9 @@ type plane struct {
 	http *http.Client
 }
 
-// startPlane runs app.Run on 127.0.0.1:0 against a control plane's
-// internal API at directoryURL and the NATS server at natsURL, until the
-// test ends.
+// startPlane runs app.Run on 127.0.0.1:0 against the internal tenant API
+// at directoryURL (a tenantapitest.Directory) and the NATS server at
+// natsURL, until the test ends.
 func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.Config)) *plane {
 	t.Helper()
 	cfg := app.DefaultConfig()
@@ -44,7 +44,7 @@ func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.InternalAddr = "127.0.0.1:0"
 	cfg.ControlPlaneURL = directoryURL
-	cfg.ServiceToken = cptest.ServiceToken
+	cfg.ServiceToken = tenantapitest.ServiceToken
 	cfg.NATSURL = natsURL
 	cfg.KeysDir = t.TempDir()
 	cfg.BcryptCost = bcrypt.MinCost
@@ -145,69 +145,86 @@ func (p *plane) login(t testing.TB, tenant int64, email, password string) tokens
 	return tok
 }
 
-// directory is a reverse proxy in front of a control plane's internal
-// API that counts the tenant lookups passing through; the real API
-// answers every one.
-type directory struct {
-	URL string
-	mu  sync.Mutex
-	n   map[string]int
+// tenant is a tenant database served through the directory.
+type tenant struct {
+	ID int64
+	DB tenantapi.Database
 }
 
-func newDirectory(t testing.TB, internalURL string) *directory {
-	t.Helper()
-	target, err := url.Parse(internalURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := &directory{n: map[string]int{}}
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if id, ok := strings.CutPrefix(r.URL.Path, "/internal/tenants/"); ok {
-			d.mu.Lock()
-			d.n[id]++
-			d.mu.Unlock()
-		}
-		proxy.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	d.URL = srv.URL
-	return d
-}
+const (
+	ownerEmail    = "owner@example.com"
+	ownerPassword = "owner-password-1"
+)
 
-func (d *directory) lookups(id int64) int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.n[strconv.FormatInt(id, 10)]
-}
-
-// world is a control plane with an owner, two ready organizations and a
-// tenant plane in front of them.
+// world is what the control plane would give a tenant plane: a directory
+// answering the internal tenant API, holding two ready tenants A and B
+// whose databases each have the owner as admin, and the event stream on
+// NATS; and a tenant plane in front of them.
 type world struct {
-	cp    *cptest.ControlPlane
-	dir   *directory
-	tp    *plane
-	owner cptest.User
-	a, b  cptest.Organization
+	nats   *testenv.NATSServer
+	dir    *tenantapitest.Directory
+	events *tenantapitest.Publisher
+	tp     *plane
+	a, b   tenant
 }
 
-const ownerPassword = "owner-password-1"
-
+// newWorld builds a world and starts its plane with configure applied.
 func newWorld(t *testing.T, configure func(*app.Config)) *world {
 	t.Helper()
-	w := &world{cp: cptest.Start(t, cptest.Options{})}
-	w.owner = w.cp.SignUpOwner(t, "owner@example.com", ownerPassword)
-	w.a = w.cp.CreateReadyOrganization(t, w.owner, "Alpha")
-	w.b = w.cp.CreateReadyOrganization(t, w.owner, "Beta")
-	w.dir = newDirectory(t, w.cp.InternalURL)
-	w.tp = startPlane(t, w.dir.URL, w.cp.NATS.URL(), configure)
+	w := newTenants(t)
+	w.tp = startPlane(t, w.dir.URL, w.nats.URL(), configure)
 	return w
 }
 
-// ownerLogin logs the organization owner in to tenant id.
+// newTenants builds a world without starting a plane. The stream exists
+// before any plane starts, as the control plane creates it at start.
+func newTenants(t *testing.T) *world {
+	t.Helper()
+	w := &world{nats: testenv.NATS(t), dir: tenantapitest.NewDirectory(t)}
+	w.events = tenantapitest.NewPublisher(t, w.nats.URL(), events.DefaultChannel)
+	w.a = addTenant(t, w.dir, 1)
+	w.b = addTenant(t, w.dir, 2)
+	return w
+}
+
+// addTenant creates a tenant database holding the owner as its admin, as
+// provisioning leaves it, and puts it into dir as ready tenant id.
+func addTenant(t testing.TB, dir *tenantapitest.Directory, id int64) tenant {
+	t.Helper()
+	db := tenantdbtest.New(t)
+	tenantdbtest.AddUser(t, db, ownerEmail, ownerPassword, tenantdb.RoleAdmin)
+	dir.Put(readyTenant(t, id, db))
+	return tenant{ID: id, DB: db}
+}
+
+// readyTenant is the directory's answer for a ready tenant on db.
+func readyTenant(t testing.TB, id int64, db tenantapi.Database) tenantapi.Tenant {
+	t.Helper()
+	version, err := tenantdb.LatestVersion()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tenantapi.Tenant{ID: id, Status: tenantapi.StatusReady, SchemaVersion: int(version), Database: &db}
+}
+
+// setStatus changes tenant id's status in the directory and then publishes
+// the event of type typ, in the control plane's order: the change is
+// committed before the event announces it.
+func (w *world) setStatus(t testing.TB, id int64, status tenantapi.Status, typ string) {
+	t.Helper()
+	w.dir.SetStatus(id, status)
+	w.events.Publish(t, w.dir.Event(typ, id))
+}
+
+// ownerLogin logs the owner in to tenant id.
 func (w *world) ownerLogin(t testing.TB, id int64) tokens {
 	t.Helper()
-	return w.tp.login(t, id, w.owner.Email, ownerPassword)
+	return w.tp.login(t, id, ownerEmail, ownerPassword)
 }
+
+// eventDeadline bounds how long an event may take to reach the plane. It
+// is generous for a loaded machine, yet far below the cache TTL (minutes):
+// a change seen within it came through the event.
+const eventDeadline = 15 * time.Second
 
 func path(format string, args ...any) string { return fmt.Sprintf(format, args...) }
