@@ -27,6 +27,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"tenantbase/libs/testenv"
+	"tenantbase/services/control-plane/cptest"
 )
 
 // TestIngressEndToEnd runs nginx with deploy/nginx/nginx.conf, unchanged, in
@@ -739,10 +740,11 @@ func e2eVerificationLink(t *testing.T, m testenv.Mail, publicURL string) string 
 	return link.String()
 }
 
-// e2eDropTenants removes the database and role of every organization in
-// the core database: they live on the shared server, outside the core
-// database that testenv drops.
+// e2eDropTenants removes the databases and roles the control planes made
+// for this core database's deployment: they live on the shared server,
+// outside the core database that testenv drops.
 func e2eDropTenants(t *testing.T, server, coreDB string) {
+	var dep string
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	core, err := pgx.Connect(ctx, coreDB)
@@ -751,30 +753,11 @@ func e2eDropTenants(t *testing.T, server, coreDB string) {
 		return
 	}
 	defer core.Close(context.Background())
-	rows, err := core.Query(ctx, "SELECT id FROM organization")
-	if err != nil {
-		t.Errorf("drop tenants: %v", err)
+	if err := core.QueryRow(ctx, `SELECT id FROM deployment`).Scan(&dep); err != nil {
+		// No control plane ever started: nothing to drop.
 		return
 	}
-	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-	if err != nil {
-		t.Errorf("drop tenants: %v", err)
-		return
-	}
-	admin, err := pgx.Connect(ctx, server)
-	if err != nil {
-		t.Errorf("drop tenants: %v", err)
-		return
-	}
-	defer admin.Close(context.Background())
-	for _, id := range ids {
-		name := pgx.Identifier{"tenant_" + strconv.FormatInt(id, 10)}.Sanitize()
-		for _, sql := range []string{"DROP DATABASE IF EXISTS " + name + " WITH (FORCE)", "DROP ROLE IF EXISTS " + name} {
-			if _, err := admin.Exec(ctx, sql); err != nil {
-				t.Errorf("%s: %v", sql, err)
-			}
-		}
-	}
+	cptest.DropDeployment(t, server, dep)
 }
 
 // e2eTail returns the last n lines of a file.
