@@ -129,8 +129,11 @@ type Manager struct {
 	// growAfter is how long the oldest waiting request of a pool waits
 	// before the pool may take a connection from another tenant.
 	growAfter time.Duration
-	dialer    net.Dialer
-	metrics   metrics
+	// maxConnecting bounds the sessions being set up on a server, and
+	// those being closed to make room for them (see New).
+	maxConnecting int
+	dialer        net.Dialer
+	metrics       metrics
 	// conns counts connections from their dial until their session ended.
 	conns     sync.WaitGroup
 	stop      chan struct{}
@@ -150,6 +153,8 @@ type server struct {
 	used int
 	// closing counts connections being closed: each will free a slot.
 	closing int
+	// dialing counts connections being set up.
+	dialing int
 	// first lists pools with waiting requests and no connection, and grow
 	// pools that may take a connection from another tenant (see
 	// Manager.growAfter); free slots go to first, then to grow.
@@ -229,10 +234,14 @@ func New(opts Options, log *slog.Logger, reg prometheus.Registerer) (*Manager, e
 		opts:      opts,
 		log:       log,
 		growAfter: opts.AcquireTimeout / 10,
-		stop:      make(chan struct{}),
-		sweepDone: make(chan struct{}),
-		tenants:   map[int64]*tenant{},
-		servers:   map[string]*server{},
+		// Setting up sessions is work for the server's CPUs: more at once
+		// does not make them faster, and every slot held by a session in
+		// the making is one a tenant cannot keep.
+		maxConnecting: max(1, opts.Budget/8),
+		stop:          make(chan struct{}),
+		sweepDone:     make(chan struct{}),
+		tenants:       map[int64]*tenant{},
+		servers:       map[string]*server{},
 	}
 	m.metrics = newMetrics(reg, m)
 	go m.sweep()
@@ -429,7 +438,7 @@ func (p *tenantPool) wantsConn(perTenant int) bool {
 // request has waited growAfter, and looks for a connection to take.
 func (m *Manager) provideLocked(p *tenantPool, now time.Time) {
 	srv := p.srv
-	for p.wantsConn(m.opts.PerTenant) && srv.used < m.opts.Budget {
+	for p.wantsConn(m.opts.PerTenant) && m.canDialLocked(srv) {
 		m.dialLocked(p)
 	}
 	q := notQueued
@@ -474,7 +483,7 @@ func (m *Manager) queueLocked(p *tenantPool, q queue) {
 
 // serveLocked hands free slots to the queued pools, first then grow.
 func (m *Manager) serveLocked(srv *server, now time.Time) {
-	for srv.used < m.opts.Budget {
+	for m.canDialLocked(srv) {
 		var p *tenantPool
 		switch {
 		case len(srv.first) > 0:
@@ -493,7 +502,7 @@ func (m *Manager) serveLocked(srv *server, now time.Time) {
 // pools that closes already under way will not serve. Slots go to the
 // queues in order, so the closes under way cover their heads.
 func (m *Manager) makeRoomLocked(srv *server, now time.Time) {
-	for {
+	for srv.closing+srv.dialing < m.maxConnecting {
 		i := srv.closing
 		var p *tenantPool
 		switch {
@@ -556,6 +565,7 @@ func (m *Manager) dialLocked(p *tenantPool) {
 	p.total++
 	p.dialing++
 	p.srv.used++
+	p.srv.dialing++
 	m.conns.Add(1)
 	go m.connect(p)
 }
@@ -575,6 +585,8 @@ func (m *Manager) connect(p *tenantPool) {
 	m.mu.Lock()
 	now := time.Now()
 	p.dialing--
+	p.srv.dialing--
+	m.serveLocked(p.srv, now)
 	if err == nil {
 		m.metrics.connsOpened.Inc()
 		m.putLocked(&conn{pg: pg, pool: p, created: now}, now, false)
@@ -674,6 +686,12 @@ func (m *Manager) destroyLocked(c *conn) {
 	now := time.Now()
 	m.provideLocked(p, now)
 	m.dropIfDrainedLocked(p)
+}
+
+// canDialLocked says a slot of srv is free and fewer than maxConnecting
+// sessions are being set up on it.
+func (m *Manager) canDialLocked(srv *server) bool {
+	return srv.used < m.opts.Budget && srv.dialing < m.maxConnecting
 }
 
 // slotFreed gives back a slot whose session the server has ended.
