@@ -26,8 +26,15 @@
 //     acquire timeout needs more connections than it has: it may take a
 //     connection from a pool at least two larger than its own, or the
 //     only connection of a tenant that uses it less than it uses each of
-//     its own. Both rules only move connections towards need, so two busy
-//     tenants cannot pass one back and forth.
+//     its own. Each move costs a session, hence the wait; and after a
+//     move by size the other pool is no longer two larger, so the
+//     connection does not come straight back.
+//   - At most Budget/8 sessions are set up at a time on a server, and no
+//     more connections are closed to make room for them: setting up a
+//     session is CPU work on the server, so more at once do not finish
+//     sooner, and each slot a session in the making holds is one a
+//     tenant could have kept. With a long tail of tenants, this is what
+//     keeps the busy ones' connections.
 //   - Connections are taken one at a time; pools are never closed to make
 //     room. A pool without connections costs nothing (no goroutine) and
 //     keeps its tenant's request rate until it has been unused for
@@ -36,10 +43,11 @@
 // A request waits at most the acquire timeout and then gets ErrBusy.
 // Handlers hold at most one connection at a time (see DB), so they cannot
 // deadlock on the budget. A tenant whose target changes (credential
-// rotation, relocation) gets a pool for the new target; the old pool keeps
-// serving its leases and the requests that still carry the old target,
-// but keeps no idle connection, so it drains instead of flapping with the
-// new one.
+// rotation, relocation) gets a pool for the new target, and each request
+// is served by the pool of the target it carries, so none fails because
+// another carries a different one. The pool asked for last is the
+// tenant's current one; the others serve their leases and waiting
+// requests but keep no idle connection, so they drain and are dropped.
 package pools
 
 import (
