@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,6 +40,8 @@ type Cluster struct {
 	runuser string
 	// exitGuard is the write end of the pipe watched by StopOnExit.
 	exitGuard *os.File
+	// settings replace or add to the server settings start passes.
+	settings map[string]string
 }
 
 // Dir is the cluster's data directory.
@@ -67,6 +71,15 @@ func (c *Cluster) DSN(db string) string {
 // is handed to that user, and every directory above dir that others cannot
 // search is given the search (x) permission so the server can reach it.
 func Start(ctx context.Context, dir string, port int) (*Cluster, error) {
+	return StartWith(ctx, dir, port, nil)
+}
+
+// StartWith is Start with server settings (name to value, as for
+// postgres -c) that replace or add to the defaults, such as a chosen
+// max_connections. Below 14 connections, also set max_wal_senders lower:
+// PostgreSQL 15 wants superuser_reserved_connections + max_wal_senders to
+// stay below max_connections.
+func StartWith(ctx context.Context, dir string, port int, settings map[string]string) (*Cluster, error) {
 	bindir, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -75,7 +88,7 @@ func Start(ctx context.Context, dir string, port int) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: abs, port: port, bindir: bindir}
+	c := &Cluster{dir: abs, port: port, bindir: bindir, settings: settings}
 	if err := c.prepareDir(); err != nil {
 		return nil, err
 	}
@@ -255,22 +268,28 @@ func (c *Cluster) start(ctx context.Context) error {
 		// TCP is enough; pg_ctl then checks readiness over TCP too.
 		socketDir = ""
 	}
+	settings := map[string]string{
+		"max_connections":    "200",
+		"fsync":              "off",
+		"synchronous_commit": "off",
+		"full_page_writes":   "off",
+	}
+	maps.Copy(settings, c.settings)
 	// pg_ctl hands -o to a shell, hence the quoting.
-	opts := strings.Join([]string{
+	opts := []string{
 		"-c listen_addresses=127.0.0.1",
 		"-p " + strconv.Itoa(c.port),
 		"-c unix_socket_directories=" + shellQuote(socketDir),
-		"-c max_connections=200",
-		"-c fsync=off",
-		"-c synchronous_commit=off",
-		"-c full_page_writes=off",
-	}, " ")
+	}
+	for _, name := range slices.Sorted(maps.Keys(settings)) {
+		opts = append(opts, "-c "+shellQuote(name+"="+settings[name]))
+	}
 	logFile := filepath.Join(c.dir, "server.log")
 	var logStart int64
 	if fi, err := os.Stat(logFile); err == nil {
 		logStart = fi.Size()
 	}
-	out, err := c.command(ctx, "pg_ctl", "-D", c.dir, "-l", logFile, "-w", "-t", "60", "-o", opts, "start").CombinedOutput()
+	out, err := c.command(ctx, "pg_ctl", "-D", c.dir, "-l", logFile, "-w", "-t", "60", "-o", strings.Join(opts, " "), "start").CombinedOutput()
 	if err != nil {
 		detail := lastLine(out, err)
 		if log, rerr := os.ReadFile(logFile); rerr == nil && int64(len(log)) > logStart {

@@ -77,6 +77,27 @@ func TestStartServesUntilStop(t *testing.T) {
 	}
 }
 
+func TestStartWithSettings(t *testing.T) {
+	ctx := context.Background()
+	c, err := pgcluster.StartWith(ctx, filepath.Join(t.TempDir(), "data"), testenv.FreePort(t),
+		map[string]string{"max_connections": "7", "max_wal_senders": "0"})
+	if err != nil {
+		t.Fatalf("StartWith: %v", err)
+	}
+	stopOnCleanup(t, c)
+	conn, err := pgx.Connect(ctx, c.DSN("postgres"))
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(ctx)
+	for name, want := range map[string]string{"max_connections": "7", "max_wal_senders": "0", "fsync": "off"} {
+		var got string
+		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
+		}
+	}
+}
+
 func TestEnsure(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
