@@ -102,9 +102,30 @@ func Login(ctx context.Context, store LoginStore, pw *Passwords, th Throttle, ra
 // owns it. Each login starts a family; each use rotates the token; using a
 // rotated token again revokes the whole family.
 
-// IssueRefresh starts a new token family for userID.
+// IssueRefresh starts a new token family for userID, and deletes the
+// user's tokens that can never be used again: each login keeps the table
+// of a tenant database (no job walks those) from growing with the user's
+// history.
 func IssueRefresh(ctx context.Context, db DB, userID int64, ttl time.Duration) (string, error) {
+	if _, err := db.Exec(ctx, `DELETE FROM refresh_token WHERE user_id = $1 AND `+deadRefresh, userID); err != nil {
+		return "", fmt.Errorf("auth: purge refresh tokens: %w", err)
+	}
 	return insertRefresh(ctx, db, uuid.New(), userID, ttl)
+}
+
+// deadRefresh matches tokens that can never be used again: expired, or
+// revoked (a used token stays until it expires, so that presenting it
+// again still revokes its family).
+const deadRefresh = `(expires_at < now() OR revoked_at IS NOT NULL)`
+
+// PurgeRefresh deletes every token that can never be used again and
+// returns how many.
+func PurgeRefresh(ctx context.Context, db DB) (int64, error) {
+	tag, err := db.Exec(ctx, `DELETE FROM refresh_token WHERE `+deadRefresh)
+	if err != nil {
+		return 0, fmt.Errorf("auth: purge refresh tokens: %w", err)
+	}
+	return tag.RowsAffected(), nil
 }
 
 func insertRefresh(ctx context.Context, db DB, family uuid.UUID, userID int64, ttl time.Duration) (string, error) {

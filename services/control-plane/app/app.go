@@ -140,12 +140,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	defer prov.Close()
 	runner, err := provisioning.NewRunner(pool, prov, provisioning.RunnerOptions{
-		Workers:      cfg.Workers,
-		MaxAttempts:  cfg.ProvisionMaxAttempts,
-		RetryBackoff: cfg.ProvisionRetryBackoff,
-		JobTimeout:   cfg.JobTimeout,
-		RescueAfter:  cfg.JobRescueAfter,
-		StopTimeout:  cfg.ShutdownTimeout,
+		Workers:        cfg.Workers,
+		MaxAttempts:    cfg.ProvisionMaxAttempts,
+		RetryBackoff:   cfg.ProvisionRetryBackoff,
+		JobTimeout:     cfg.JobTimeout,
+		RescueAfter:    cfg.JobRescueAfter,
+		StopTimeout:    cfg.ShutdownTimeout,
+		ReconcileEvery: cfg.ReconcileInterval,
 	}, log)
 	if err != nil {
 		return err

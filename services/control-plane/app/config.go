@@ -101,6 +101,9 @@ type Config struct {
 	// ProvisionStepDelay is a fault-injection knob for crash tests that run
 	// the binary: a pause before every provisioning step. Leave it at 0.
 	ProvisionStepDelay time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
+	// ReconcileInterval is how often organizations left in provisioning or
+	// deleting without a job get one; they must have been there that long.
+	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"1m"`
 	// Workers is the number of jobs this process runs at once.
 	Workers int `envconfig:"WORKERS" default:"4"`
 	// ShutdownTimeout bounds graceful shutdown.
@@ -173,6 +176,7 @@ func (c Config) Validate() error {
 	check(c.ProvisionRetryBackoff <= 0, "PROVISION_RETRY_BACKOFF must be positive")
 	check(c.JobTimeout <= 0 || c.JobRescueAfter < c.JobTimeout, "JOB_TIMEOUT must be positive and JOB_RESCUE_AFTER at least JOB_TIMEOUT")
 	check(c.ProvisionStepDelay < 0, "PROVISION_STEP_DELAY must not be negative")
+	check(c.ReconcileInterval <= 0, "RECONCILE_INTERVAL must be positive")
 	check(c.Workers < 1, "WORKERS must be at least 1")
 	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
 	if c.Env == "production" {

@@ -266,6 +266,17 @@ func (s *Store) OwnerTenants(ctx context.Context, ownerID int64) ([]Organization
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
 }
 
+// InStatusSince lists the organizations in one of statuses whose last
+// change is at least age old.
+func (s *Store) InStatusSince(ctx context.Context, statuses []Status, age time.Duration) ([]Organization, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
+		WHERE status = ANY($1) AND updated_at <= now() - $2::interval ORDER BY id`, statuses, age)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
+}
+
 // Legacy lists the organizations, not deleted, whose recorded database
 // name does not start with prefix: those provisioned before names carried
 // the deployment.

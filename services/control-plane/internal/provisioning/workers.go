@@ -1,6 +1,7 @@
 package provisioning
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +29,10 @@ type RunnerOptions struct {
 	RescueAfter time.Duration
 	// StopTimeout bounds the wait for running jobs at shutdown.
 	StopTimeout time.Duration
+	// ReconcileEvery is how often organizations in a transitional state
+	// are checked for a job (see Reconcile); they must have been in it
+	// that long.
+	ReconcileEvery time.Duration
 }
 
 // Runner works the provisioning, deletion and owner-sync jobs. Several
@@ -44,7 +49,10 @@ func NewRunner(pool *pgxpool.Pool, p *Provisioner, o RunnerOptions, log *slog.Lo
 	river.AddWorker(workers, &provisionWorker{p: p, maxAttempts: o.MaxAttempts})
 	river.AddWorker(workers, &deleteWorker{p: p})
 	river.AddWorker(workers, &syncOwnerPasswordWorker{p: p})
+	river.AddWorker(workers, &reconcileWorker{p: p, minAge: o.ReconcileEvery})
+	river.AddWorker(workers, &purgeRefreshWorker{p: p})
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+		PeriodicJobs:         periodicJobs(cmp.Or(o.ReconcileEvery, time.Minute)),
 		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}},
 		Workers:              workers,
 		RetryPolicy:          backoff{base: o.RetryBackoff},
