@@ -244,7 +244,7 @@ func TestForeignDatabaseFailsAtOnce(t *testing.T) {
 	mu.Unlock()
 	id := pgx.Identifier{name}.Sanitize()
 	t.Cleanup(func() { testenv.Exec(t, server, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)") })
-	if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, "after 1 attempt: create_database: a database named "+name) ||
+	if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, "after 1 attempt: step create_database failed: a database named "+name) ||
 		!strings.Contains(*failed.StatusDetail, "left untouched") {
 		t.Fatalf("status_detail %v, want the foreign database after the first attempt", failed.StatusDetail)
 	}

@@ -115,9 +115,12 @@ func TestProvisioningFailureThenRetry(t *testing.T) {
 			log := cptest.Subscribe(t, cp.NATS.URL(), events.DefaultChannel.All())
 			org := cp.CreateOrganization(t, owner.AccessToken, "Fails at "+step)
 			failed := cp.WaitStatus(t, owner.AccessToken, org.ID, "failed", readyTimeout)
-			if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, fmt.Sprintf("after %d attempts", attempts)) ||
-				!strings.Contains(*failed.StatusDetail, step+": injected: disk full") {
-				t.Fatalf("status_detail = %v, want the step, the cause and the attempt count", failed.StatusDetail)
+			want := fmt.Sprintf("provisioning failed after %d attempts: step %s failed: an internal error occurred", attempts, step)
+			if failed.StatusDetail == nil || !strings.HasPrefix(*failed.StatusDetail, want) || strings.Contains(*failed.StatusDetail, "disk full") {
+				t.Fatalf("status_detail = %v, want %q and no raw error", failed.StatusDetail, want)
+			}
+			if logs := cp.Logs(); !strings.Contains(logs, `"detail":"`+*failed.StatusDetail) || !strings.Contains(logs, step+": injected: disk full") {
+				t.Fatalf("the raw error of the failure is not in the logs beside its detail")
 			}
 			if n := steps.count(org.ID, step); n != attempts {
 				t.Fatalf("step %s ran %d times, want %d", step, n, attempts)
@@ -471,7 +474,7 @@ func TestProvisioningTimeoutFails(t *testing.T) {
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	org := cp.CreateOrganization(t, owner.AccessToken, "Too slow")
 	failed := cp.WaitStatus(t, owner.AccessToken, org.ID, "failed", time.Minute)
-	if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, "after 1 attempt: create_role: context deadline exceeded") {
+	if failed.StatusDetail == nil || !strings.Contains(*failed.StatusDetail, "after 1 attempt: step create_role failed: it took longer than allowed") {
 		t.Fatalf("status_detail = %v, want the timeout of the first step", failed.StatusDetail)
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -33,6 +35,9 @@ const (
 	StepSyncOwner      = "sync_owner"
 	StepMarkReady      = "mark_ready"
 )
+
+// Steps lists the provisioning steps in order.
+var Steps = []string{StepCreateRole, StepCreateDatabase, StepMigrate, StepSyncOwner, StepMarkReady}
 
 // Options configure a Provisioner.
 type Options struct {
@@ -208,13 +213,54 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 func (p *Provisioner) step(ctx context.Context, orgID int64, name string, fn func() error) error {
 	if p.beforeStep != nil {
 		if err := p.beforeStep(ctx, orgID, name); err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return &StepError{Step: name, Err: err}
 		}
 	}
 	if err := fn(); err != nil {
-		return fmt.Errorf("%s: %w", name, err)
+		return &StepError{Step: name, Err: err}
 	}
 	return nil
+}
+
+// StepError is a provisioning step that failed.
+type StepError struct {
+	Step string
+	Err  error
+}
+
+func (e *StepError) Error() string { return e.Step + ": " + e.Err.Error() }
+
+// Unwrap returns the step's error.
+func (e *StepError) Unwrap() error { return e.Err }
+
+// Reason is what an owner (status_detail) and subscribers
+// (tenant.provisioning_failed) are told of a failure: what failed and
+// what to do, never the raw error, whose SQL text and host names stay in
+// the logs. errText is the raw error's text when only that is left (a
+// failure recorded by the attempt after the last).
+func Reason(err error) string {
+	var step *StepError
+	if errors.As(err, &step) {
+		return "step " + step.Step + " failed: " + cause(step.Err)
+	}
+	// Only the text survives in River's record of an earlier attempt.
+	if name, _, ok := strings.Cut(err.Error(), ": "); ok && slices.Contains(Steps, name) {
+		return "step " + name + " failed: " + cause(err)
+	}
+	return cause(err)
+}
+
+func cause(err error) string {
+	var foreign *ForeignObjectError
+	switch {
+	case errors.As(err, &foreign):
+		return foreign.Error()
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "it took longer than allowed; retry, and tell the platform operators if it happens again"
+	case pgutil.IsUnavailable(err):
+		return "the tenant database server could not be reached; retry once it is back"
+	}
+	return "an internal error occurred; retry, and tell the platform operators if it happens again"
 }
 
 // ensureRole records the placement and a sealed password once, then makes

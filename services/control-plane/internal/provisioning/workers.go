@@ -119,7 +119,7 @@ func (w *provisionWorker) fail(ctx context.Context, id int64, cause error, attem
 	if attempt == 1 {
 		attempts = "attempt"
 	}
-	detail := fmt.Sprintf("provisioning failed after %d %s: %v", attempt, attempts, cause)
+	detail := fmt.Sprintf("provisioning failed after %d %s: %s", attempt, attempts, Reason(cause))
 	// The attempt may have failed because its context ran out; recording
 	// the failure still gets a moment of its own.
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -127,7 +127,7 @@ func (w *provisionWorker) fail(ctx context.Context, id int64, cause error, attem
 	if err := w.p.store.MarkFailed(rctx, id, detail); err != nil {
 		return fmt.Errorf("record failure: %w (after %v)", err, cause)
 	}
-	w.p.log.Error("provisioning failed", "tenant_id", id, "error", cause.Error())
+	w.p.log.Error("provisioning failed", "tenant_id", id, "detail", detail, "error", cause.Error())
 	return river.JobCancel(cause)
 }
 
