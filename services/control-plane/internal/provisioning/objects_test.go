@@ -242,3 +242,29 @@ func TestTagLegacy(t *testing.T) {
 		t.Fatal("the tagged legacy tenant was not dropped")
 	}
 }
+
+// TestLockConnectionsProbeForDeadHosts opens a connection the way the
+// organization locks are held: its server session probes the client with
+// TCP keepalives, so a holder that vanished loses its lock in seconds.
+func TestLockConnectionsProbeForDeadHosts(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	ctx := context.Background()
+	cfg, err := provisioning.LockConnConfig(f.core)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var idle, interval, count string
+	if err := conn.QueryRow(ctx, `SELECT current_setting('tcp_keepalives_idle'), current_setting('tcp_keepalives_interval'),
+		current_setting('tcp_keepalives_count')`).Scan(&idle, &interval, &count); err != nil {
+		t.Fatal(err)
+	}
+	if idle != "15" || interval != "5" || count != "3" {
+		t.Fatalf("lock connection keepalives idle %s, interval %s, count %s; want 15, 5, 3", idle, interval, count)
+	}
+}

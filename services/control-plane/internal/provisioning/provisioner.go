@@ -523,9 +523,17 @@ func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status 
 // withLock runs fn holding an advisory lock (pg_advisory_lock) on a
 // connection of its own: work on one organization (provisioning, deletion)
 // or one owner never overlaps, across processes too, and a crashed holder
-// releases the lock with its connection.
+// releases the lock with its connection. The lock is a session lock, since
+// fn runs for seconds on other connections and a transaction held open
+// that long would block vacuum; the server probes the idle connection
+// with TCP keepalives, so a holder whose host vanished without closing it
+// loses the lock within about 30 s, not after the kernel's two hours.
 func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn func() error) error {
-	conn, err := pgx.Connect(ctx, p.coreDSN)
+	cfg, err := lockConnConfig(p.coreDSN)
+	if err != nil {
+		return fmt.Errorf("lock connection: %w", err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("lock connection: %w", err)
 	}
@@ -535,6 +543,20 @@ func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn fu
 		return fmt.Errorf("lock %s %d: %w", kind, id, err)
 	}
 	return fn()
+}
+
+// lockConnConfig is the configuration of a lock connection to dsn: the
+// server notices a holder's vanished host by TCP keepalive probes after
+// 15 s idle, every 5 s, and ends the session after 3 unanswered.
+func lockConnConfig(dsn string) (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RuntimeParams["tcp_keepalives_idle"] = "15"
+	cfg.RuntimeParams["tcp_keepalives_interval"] = "5"
+	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
+	return cfg, nil
 }
 
 // tenantDSN is a DSN for the tenant database as its own role, through the
