@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		AdminDSN:   cfg.tenantAdminDSN(),
 		Host:       cfg.TenantDBHost,
 		Port:       cfg.TenantDBPort,
-		BeforeStep: beforeStep(cfg.ProvisionStepDelay, o.beforeStep),
+		BeforeStep: beforeStep(cfg.ProvisionStepMarker, cfg.ProvisionStepDelay, o.beforeStep),
 	}, log)
 	if err != nil {
 		return err
@@ -261,12 +262,26 @@ func ensureBootstrapAdmin(ctx context.Context, cfg Config, svc *accounts.Service
 	return nil
 }
 
-// beforeStep combines the step delay of crash tests and a test's hook.
-func beforeStep(delay time.Duration, hook func(context.Context, int64, string) error) func(context.Context, int64, string) error {
-	if delay <= 0 {
+// beforeStep combines the step marker and delay of crash tests and a
+// test's hook.
+func beforeStep(marker string, delay time.Duration, hook func(context.Context, int64, string) error) func(context.Context, int64, string) error {
+	if marker == "" && delay <= 0 {
 		return hook
 	}
 	return func(ctx context.Context, orgID int64, step string) error {
+		if marker != "" {
+			f, err := os.OpenFile(marker, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(f, "%d %d %s\n", os.Getpid(), orgID, step)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return err
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

@@ -98,9 +98,13 @@ type Config struct {
 	// JobRescueAfter is how long a job may stay running before it is
 	// presumed lost with a crashed process and run again (at least JobTimeout).
 	JobRescueAfter time.Duration `envconfig:"JOB_RESCUE_AFTER" default:"5m"`
-	// ProvisionStepDelay is a fault-injection knob for crash tests that run
-	// the binary: a pause before every provisioning step. Leave it at 0.
-	ProvisionStepDelay time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
+	// ProvisionStepDelay and ProvisionStepMarker are fault-injection knobs
+	// for crash tests that run the binary: before every provisioning step
+	// the process appends "<pid> <organization id> <step>" to the marker
+	// file, then pauses for the delay, so that a test can kill it at a step
+	// boundary it chose. Leave them unset.
+	ProvisionStepDelay  time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
+	ProvisionStepMarker string        `envconfig:"PROVISION_STEP_MARKER"`
 	// ReconcileInterval is how often organizations left in provisioning or
 	// deleting without a job get one; they must have been there that long.
 	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"1m"`

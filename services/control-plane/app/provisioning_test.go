@@ -320,22 +320,31 @@ func (c *childControlPlane) kill(t *testing.T) {
 }
 
 // TestProvisioningCrashConverges kills the control plane process (SIGKILL)
-// at random moments while it provisions, restarts it, and checks that
-// every organization converges to ready with one database, one role and
-// one tenant.created event each, and nothing left over.
+// twenty times, each time at a step boundary it chose: the process writes
+// a marker before every step and pauses, and the test kills it right
+// after the marker of the step it waits for, four times before each step.
+// Every kill hits a provisioning in flight. Restarted, every organization
+// converges to ready with one database, one role and one tenant.created
+// event each, and nothing left over.
 func TestProvisioningCrashConverges(t *testing.T) {
 	t.Parallel()
-	const orgs, crashes = 3, 3
+	const killsPerStep = 4
+	kills := killsPerStep * len(provisioning.Steps)
+	// One job at a time: each kill strands exactly the provisioning it hit
+	// (until River rescues it), and the next process starts the next one.
+	orgs := kills + 4
 	core := cptest.CoreDatabase(t)
 	nats := testenv.NATS(t)
 	smtp := testenv.SMTP(t)
 	publicAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	internalAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	logs, err := os.Create(filepath.Join(t.TempDir(), "control-plane.log"))
+	dir := t.TempDir()
+	logs, err := os.Create(filepath.Join(dir, "control-plane.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	child := &childControlPlane{bin: buildControlPlane(t), logs: logs, env: []string{
+	marker := filepath.Join(dir, "steps")
+	base := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"ENV=test",
 		"LOG_LEVEL=info",
@@ -349,12 +358,15 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		"SMTP_ADDR=" + smtp.Addr(),
 		"SMTP_REQUIRE_TLS=false",
 		"SERVICE_TOKEN=" + cptest.ServiceToken,
-		// Slow steps leave time to be killed in the middle of one.
-		"PROVISION_STEP_DELAY=300ms",
+		"WORKERS=1",
 		"PROVISION_RETRY_BACKOFF=100ms",
-		"JOB_TIMEOUT=10s",
-		"JOB_RESCUE_AFTER=10s",
-	}}
+		"PROVISION_STEP_MARKER=" + marker,
+		// A killed attempt is rescued once a leader sees it running that long.
+		"JOB_TIMEOUT=5s",
+		"JOB_RESCUE_AFTER=5s",
+	}
+	// The pause after each marker is the moment a kill lands in.
+	child := &childControlPlane{bin: buildControlPlane(t), logs: logs, env: append(slices.Clone(base), "PROVISION_STEP_DELAY=300ms")}
 	t.Cleanup(func() {
 		if child.cmd != nil && child.cmd.ProcessState == nil {
 			_ = child.cmd.Process.Signal(syscall.SIGTERM)
@@ -374,46 +386,39 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		ids = append(ids, api.CreateOrganization(t, owner.AccessToken, fmt.Sprintf("Crash %d", i)).ID)
 	}
 
-	pool, err := pgx.Connect(context.Background(), core)
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, core)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pool.Close(context.Background())
-	ctx := context.Background()
-	started := time.Now()
-	for round := 1; round <= crashes; round++ {
-		// Wait for this process to be in the middle of provisioning.
-		var running, unfinished int
-		testenv.Eventually(t, 2*time.Minute, func() bool {
-			err := pool.QueryRow(ctx, `SELECT
-				count(*) FILTER (WHERE state = 'running' AND attempted_at > $1),
-				count(*) FILTER (WHERE state NOT IN ('completed', 'cancelled', 'discarded'))
-				FROM river_job WHERE kind = 'provision_tenant'`, started).Scan(&running, &unfinished)
-			return err == nil && (running > 0 || unfinished == 0)
-		}, "a provisioning job running")
-		if unfinished == 0 {
-			t.Logf("round %d: every job finished before a crash", round)
-			break
-		}
-		time.Sleep(time.Duration(rand.Int64N(int64(1500 * time.Millisecond))))
+	defer conn.Close(ctx)
+	markers := &stepMarkers{path: marker}
+	hit := map[int64]string{}
+	for k := range kills {
+		step := provisioning.Steps[k/killsPerStep]
+		pid := child.cmd.Process.Pid
+		org := markers.await(t, pid, step, time.Minute)
 		child.kill(t)
-		var progress []string
-		rows, _ := pool.Query(ctx, `SELECT o.id, o.status, o.db_password_enc IS NOT NULL,
-				EXISTS (SELECT FROM pg_roles WHERE rolname = o.db_user),
-				EXISTS (SELECT FROM pg_database WHERE datname = o.db_name)
-			FROM organization o ORDER BY o.id`)
-		for rows.Next() {
-			var id int64
-			var status string
-			var placed, role, db bool
-			_ = rows.Scan(&id, &status, &placed, &role, &db)
-			progress = append(progress, fmt.Sprintf("%d:%s(placed=%v role=%v database=%v)", id, status, placed, role, db))
+		var status string
+		if err := conn.QueryRow(ctx, `SELECT status FROM organization WHERE id = $1`, org).Scan(&status); err != nil {
+			t.Fatal(err)
 		}
-		rows.Close()
-		t.Logf("round %d: killed with %d jobs running; %s", round, running, strings.Join(progress, " "))
-		started = time.Now()
+		if status != "provisioning" {
+			t.Fatalf("kill %d before %s of organization %d found it %s: no provisioning was in flight", k+1, step, org, status)
+		}
+		if prev, ok := hit[org]; ok {
+			t.Fatalf("kill %d hit organization %d again (first before %s): a killed provisioning must wait for its rescue", k+1, org, prev)
+		}
+		hit[org] = step
 		child.start(t, publicURL)
 	}
+	t.Logf("%d kills, each before a step of an organization in flight: %v", kills, hit)
+
+	// The last process runs without pauses; once it leads (the killed
+	// leader's lease runs out first), it rescues the stranded attempts.
+	child.kill(t)
+	child.env = append(slices.Clone(base), "PROVISION_STEP_DELAY=0s")
+	child.start(t, publicURL)
 	for _, id := range ids {
 		api.WaitStatus(t, owner.AccessToken, id, "ready", 3*time.Minute)
 	}
@@ -458,6 +463,43 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		}
 		t.Fatalf("%d tenant.created on the stream, want %d:\n%s", len(got), orgs, b.String())
 	}
+}
+
+// stepMarkers reads the markers a control plane writes before each
+// provisioning step (PROVISION_STEP_MARKER): "<pid> <organization> <step>".
+type stepMarkers struct {
+	path string
+	read int // lines already consumed
+}
+
+// await waits for the next marker of process pid before step and returns
+// its organization; markers of other steps and processes are skipped.
+func (m *stepMarkers) await(t *testing.T, pid int, step string, timeout time.Duration) int64 {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		b, err := os.ReadFile(m.path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		lines := strings.Split(string(b), "\n")
+		// The last element is an unfinished line, or empty.
+		for ; m.read < len(lines)-1; m.read++ {
+			var p int
+			var org int64
+			var s string
+			if _, err := fmt.Sscanf(lines[m.read], "%d %d %s", &p, &org, &s); err != nil {
+				t.Fatalf("marker %q: %v", lines[m.read], err)
+			}
+			if p == pid && s == step {
+				m.read++
+				return org
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("no marker of process %d before %s within %s", pid, step, timeout)
+	return 0
 }
 
 // TestProvisioningTimeoutFails gives provisioning less time than a step
