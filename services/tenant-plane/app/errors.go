@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"tenantbase/libs/auth"
+	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/services/tenant-plane/internal/accounts"
 	"tenantbase/services/tenant-plane/internal/pools"
@@ -21,6 +22,10 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: tenants.ErrUnavailable, Status: http.StatusServiceUnavailable, Code: "tenant_directory_unavailable", RetryAfter: problem.RetryIn(2)},
 	{Err: pools.ErrBusy, Status: http.StatusServiceUnavailable, Code: "tenant_busy", RetryAfter: problem.RetryIn(1)},
 	{Err: pools.ErrUnavailable, Status: http.StatusServiceUnavailable, Code: "tenant_database_unavailable", RetryAfter: problem.RetryIn(2)},
+	// A connection the server ends (a restart, a failover) fails the
+	// statement on it: the database is unavailable, no bug.
+	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "tenant_database_unavailable",
+		Detail: pools.ErrUnavailable.Error(), RetryAfter: problem.RetryIn(2)},
 	{Err: accounts.ErrUnauthenticated, Status: http.StatusUnauthorized, Code: "unauthorized"},
 	{Err: accounts.ErrEmailTaken, Status: http.StatusConflict, Code: "email_taken"},
 	{Err: accounts.ErrUserNotFound, Status: http.StatusNotFound, Code: "user_not_found"},
