@@ -30,7 +30,7 @@ TEST_SETUP = $(need-modules); \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn" NGINX_BIN="$$nginx"
 
 .DEFAULT_GOAL := help
-.PHONY: help lint test test-race run build fmt vet bench subscribe
+.PHONY: help lint test test-race fuzz run build fmt vet bench subscribe
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,28 @@ test-race: ## The tests of every module with the race detector, set up as make t
 		(cd $$m && go test -race -count=1 -timeout $(RACE_TIMEOUT) ./...) || { echo "FAILED: go test -race in $$m"; exit 1; }; \
 	done; \
 	echo "all modules passed with -race"
+
+# Every fuzz target, as module:package:target. `make test` runs each one's
+# seed corpus (testdata/fuzz and f.Add) as an ordinary test; `make fuzz`
+# searches for FUZZTIME per target on top.
+FUZZ_TARGETS := \
+	libs:./events:FuzzDecode \
+	libs:./auth:FuzzParse \
+	services/tenant-plane:./internal/tenants:FuzzParseID \
+	services/tenant-plane:./app:FuzzRequestBodies \
+	services/tenant-plane:./app:FuzzTenantHeaderAndToken \
+	services/control-plane:./app:FuzzRequestBodies \
+	services/control-plane:./app:FuzzBearerTokens
+FUZZTIME ?= 10s
+
+fuzz: ## Fuzz every target for FUZZTIME (10s): X-TENANT, request bodies through both routers, tokens, events
+	@$(TEST_SETUP); \
+	for t in $(FUZZ_TARGETS); do \
+		m=$${t%%:*}; rest=$${t#*:}; pkg=$${rest%%:*}; target=$${rest#*:}; \
+		echo "==> $$m $$pkg $$target"; \
+		(cd $$m && go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) $$pkg) || { echo "FAILED: fuzz $$target in $$m/$$pkg"; exit 1; }; \
+	done; \
+	echo "fuzzing found nothing"
 
 run: ## Start the whole system locally (both services, NATS, Postgres, ingress on :8000)
 	@mkdir -p .local/bin

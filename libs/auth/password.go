@@ -7,10 +7,10 @@ package auth
 import (
 	"context"
 	"errors"
-	"runtime"
-	"time"
 	"net/mail"
+	"runtime"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 

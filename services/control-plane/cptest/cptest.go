@@ -6,6 +6,7 @@
 package cptest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -269,6 +270,21 @@ type Response = testenv.Response
 func (c *Client) Do(tb testing.TB, method, path, token string, body any) *Response {
 	tb.Helper()
 	return c.send(tb, c.PublicURL, method, path, token, body)
+}
+
+// DoRaw calls the public API with body as it is, declared as contentType,
+// and checks the answer against the OpenAPI document.
+func (c *Client) DoRaw(tb testing.TB, method, path, token, contentType string, body []byte) *Response {
+	tb.Helper()
+	req, err := http.NewRequest(method, c.PublicURL+path, bytes.NewReader(body))
+	if err != nil {
+		tb.Fatalf("cptest: %v", err)
+	}
+	req.Header.Set("Content-Type", contentType)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	return testenv.Send(tb, c.http, req, c.spec.Check)
 }
 
 // Internal calls the internal API with the service token.

@@ -169,7 +169,7 @@ type world struct {
 }
 
 // newWorld builds a world and starts its plane with configure applied.
-func newWorld(t *testing.T, configure func(*app.Config)) *world {
+func newWorld(t testing.TB, configure func(*app.Config)) *world {
 	t.Helper()
 	w := newTenants(t)
 	w.tp = startPlane(t, w.dir.URL, w.nats.URL(), configure)
@@ -178,7 +178,7 @@ func newWorld(t *testing.T, configure func(*app.Config)) *world {
 
 // newTenants builds a world without starting a plane. The stream exists
 // before any plane starts, as the control plane creates it at start.
-func newTenants(t *testing.T) *world {
+func newTenants(t testing.TB) *world {
 	t.Helper()
 	w := &world{nats: testenv.NATS(t), dir: tenantapitest.NewDirectory(t)}
 	w.events = tenantapitest.NewPublisher(t, w.nats.URL(), events.DefaultChannel)
