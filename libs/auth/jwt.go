@@ -138,6 +138,21 @@ func (k *Keys) JWKS() JWKS {
 	return out
 }
 
+// LoadVerifyKeys returns the public keys of the comma-separated base64
+// seeds in list: keys that signed before a rotation and whose tokens stay
+// valid until they expire. "" is none.
+func LoadVerifyKeys(list string) ([]ed25519.PublicKey, error) {
+	seeds, err := config.ParseKeys(list, ed25519.SeedSize, "JWT_PREVIOUS_KEYS")
+	if err != nil {
+		return nil, err
+	}
+	pubs := make([]ed25519.PublicKey, len(seeds))
+	for i, s := range seeds {
+		pubs[i] = ed25519.NewKeyFromSeed(s).Public().(ed25519.PublicKey)
+	}
+	return pubs, nil
+}
+
 // LoadSigningKey returns the Ed25519 key from seedB64 (base64 of the 32-byte
 // seed), or from dir/name.key, generated there the first time.
 func LoadSigningKey(seedB64, dir, name string) (ed25519.PrivateKey, error) {

@@ -62,3 +62,20 @@ func decodeKey(b64 string, size int, name string) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// ParseKeys decodes a comma-separated list of base64 keys of size bytes,
+// such as the previous keys of a rotation; "" is none.
+func ParseKeys(list string, size int, name string) ([][]byte, error) {
+	var keys [][]byte
+	for _, part := range strings.Split(list, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		k, err := decodeKey(part, size, name)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}

@@ -88,7 +88,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err != nil {
 		return err
 	}
-	keys := auth.NewKeys(cfg.JWTIssuer, priv)
+	previousJWT, err := auth.LoadVerifyKeys(cfg.JWTPreviousKeys.Reveal())
+	if err != nil {
+		return err
+	}
+	keys := auth.NewKeys(cfg.JWTIssuer, priv, previousJWT...)
 	passwords, err := auth.NewPasswords(cfg.BcryptCost, auth.PasswordOptions{
 		Concurrency: cfg.BcryptConcurrency, QueueWait: cfg.BcryptQueueWait,
 	})
@@ -99,7 +103,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err != nil {
 		return err
 	}
-	box, err := secretbox.New(credKey)
+	previousCred, err := secretbox.ParseKeys(cfg.CredentialsPreviousKeys.Reveal())
+	if err != nil {
+		return err
+	}
+	box, err := secretbox.New(credKey, previousCred...)
 	if err != nil {
 		return err
 	}
@@ -210,6 +218,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			// their tag, so tenants provisioned before tags get theirs first.
 			if err := tagLegacy(ctx, prov, log); err != nil {
 				return nil
+			}
+			// After a key rotation, stored passwords move to the new key.
+			if n, err := prov.Reseal(ctx); err != nil {
+				log.Error("sealing tenant passwords with the current credentials key failed", "error", err.Error())
+			} else if n > 0 {
+				log.Info("tenant passwords sealed with the current credentials key", "count", n)
 			}
 			return runner.Run(ctx)
 		},

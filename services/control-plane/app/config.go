@@ -6,10 +6,12 @@ import (
 	"net/url"
 	"time"
 
+	"tenantbase/libs/auth"
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
 	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/provisioning"
+	"tenantbase/services/control-plane/internal/secretbox"
 )
 
 // Config is the control plane's whole configuration, read from the
@@ -39,6 +41,10 @@ type Config struct {
 	// CredentialsKey encrypts tenant database passwords at rest (AES-256-GCM):
 	// 32 bytes, base64. Empty outside production means a key generated once in KeysDir.
 	CredentialsKey config.Secret `envconfig:"CREDENTIALS_KEY"`
+	// CredentialsPreviousKeys are keys CREDENTIALS_KEY replaced
+	// (comma-separated base64): stored passwords still open with them, and
+	// are sealed again with the current key at start (docs/operations.md).
+	CredentialsPreviousKeys config.Secret `envconfig:"CREDENTIALS_PREVIOUS_KEYS"`
 	// DeploymentID names this deployment in tenant database and role names,
 	// in the tags on them and in events. Empty means the id stored in the
 	// core database, generated at random on the first start; set it (1 to
@@ -64,7 +70,11 @@ type Config struct {
 	// JWTSigningKey is an Ed25519 private key (base64 of the 32-byte seed).
 	// Empty outside production means a key generated once in KeysDir.
 	JWTSigningKey config.Secret `envconfig:"JWT_SIGNING_KEY"`
-	JWTIssuer     string        `envconfig:"JWT_ISSUER" default:"tenantbase-control-plane"`
+	// JWTPreviousKeys are signing keys JWT_SIGNING_KEY replaced
+	// (comma-separated base64 seeds): tokens they signed stay valid until
+	// they expire, and the JWKS publishes them meanwhile.
+	JWTPreviousKeys config.Secret `envconfig:"JWT_PREVIOUS_KEYS"`
+	JWTIssuer       string        `envconfig:"JWT_ISSUER" default:"tenantbase-control-plane"`
 	// KeysDir keeps keys generated for local runs (git-ignored).
 	KeysDir string `envconfig:"KEYS_DIR" default:".local/keys"`
 	config.Session
@@ -168,6 +178,12 @@ func (c Config) Validate() error {
 	check(c.EventsMaxAge <= 0, "EVENTS_MAX_AGE must be positive")
 	check(c.EventsReplicas < 1 || c.EventsReplicas > 5, "EVENTS_REPLICAS must be 1 to 5")
 	check(c.JWTIssuer == "", "JWT_ISSUER is required")
+	if _, err := auth.LoadVerifyKeys(c.JWTPreviousKeys.Reveal()); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := secretbox.ParseKeys(c.CredentialsPreviousKeys.Reveal()); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)
 	}

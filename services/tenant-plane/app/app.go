@@ -60,7 +60,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	if err != nil {
 		return err
 	}
-	keys := auth.NewKeys(cfg.JWTIssuer, priv)
+	previous, err := auth.LoadVerifyKeys(cfg.JWTPreviousKeys.Reveal())
+	if err != nil {
+		return err
+	}
+	keys := auth.NewKeys(cfg.JWTIssuer, priv, previous...)
 	passwords, err := auth.NewPasswords(cfg.BcryptCost, auth.PasswordOptions{
 		Concurrency: cfg.BcryptConcurrency, QueueWait: cfg.BcryptQueueWait,
 	})

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"tenantbase/libs/auth"
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
 )
@@ -60,8 +61,12 @@ type Config struct {
 	// seed), shared by its replicas. Empty outside production means a key
 	// generated once in KeysDir.
 	JWTSigningKey config.Secret `envconfig:"JWT_SIGNING_KEY"`
-	JWTIssuer     string        `envconfig:"JWT_ISSUER" default:"tenantbase-tenant-plane"`
-	KeysDir       string        `envconfig:"KEYS_DIR" default:".local/keys"`
+	// JWTPreviousKeys are signing keys JWT_SIGNING_KEY replaced
+	// (comma-separated base64 seeds): tokens they signed stay valid until
+	// they expire, and the JWKS publishes them meanwhile.
+	JWTPreviousKeys config.Secret `envconfig:"JWT_PREVIOUS_KEYS"`
+	JWTIssuer       string        `envconfig:"JWT_ISSUER" default:"tenantbase-tenant-plane"`
+	KeysDir         string        `envconfig:"KEYS_DIR" default:".local/keys"`
 	config.Session
 
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
@@ -116,6 +121,9 @@ func (c Config) Validate() error {
 	check(c.PoolAcquireWait <= 0 || c.PoolMaxConnIdle <= 0, "POOL_ACQUIRE_TIMEOUT and POOL_MAX_CONN_IDLE must be positive")
 	check(!sslModes[c.TenantDBSSLMode], "TENANT_DB_SSLMODE must be a libpq sslmode, got %q", c.TenantDBSSLMode)
 	check(c.JWTIssuer == "", "JWT_ISSUER is required")
+	if _, err := auth.LoadVerifyKeys(c.JWTPreviousKeys.Reveal()); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Session.Validate(); err != nil {
 		errs = append(errs, err)
 	}

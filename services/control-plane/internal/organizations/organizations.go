@@ -277,6 +277,32 @@ func (s *Store) InStatusSince(ctx context.Context, statuses []Status, age time.D
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
 }
 
+// Sealed are the organizations' sealed database passwords, by id.
+func (s *Store) Sealed(ctx context.Context) (map[int64][]byte, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, db_password_enc FROM organization WHERE db_password_enc IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[int64][]byte{}
+	for rows.Next() {
+		var id int64
+		var sealed []byte
+		if err := rows.Scan(&id, &sealed); err != nil {
+			return nil, err
+		}
+		out[id] = sealed
+	}
+	return out, rows.Err()
+}
+
+// ReplaceSealed stores sealed as organization id's password in place of
+// old, unless it changed meanwhile; it reports whether it did.
+func (s *Store) ReplaceSealed(ctx context.Context, id int64, old, sealed []byte) (bool, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE organization SET db_password_enc = $3 WHERE id = $1 AND db_password_enc = $2`, id, old, sealed)
+	return tag.RowsAffected() == 1, err
+}
+
 // Legacy lists the organizations, not deleted, whose recorded database
 // name does not start with prefix: those provisioned before names carried
 // the deployment.

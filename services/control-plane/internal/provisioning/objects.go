@@ -137,6 +137,34 @@ func (p *Provisioner) tagLegacy(ctx context.Context, org organizations.Organizat
 	return nil
 }
 
+// Reseal seals again with the current credentials key every stored tenant
+// password sealed with a previous one, and returns how many it changed:
+// once none is left, the previous key can be retired.
+func (p *Provisioner) Reseal(ctx context.Context) (int, error) {
+	sealed, err := p.store.Sealed(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, old := range sealed {
+		if p.box.Current(old) {
+			continue
+		}
+		pw, err := p.box.Open(old, sealContext(id))
+		if err != nil {
+			return n, fmt.Errorf("organization %d credentials: %w", id, err)
+		}
+		ok, err := p.store.ReplaceSealed(ctx, id, old, p.box.Seal(pw, sealContext(id)))
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // quoteLiteral quotes s as an SQL string literal; the DDL statements that
 // take passwords and comments accept no parameters.
 func quoteLiteral(s string) string {

@@ -2,6 +2,8 @@ package secretbox_test
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"encoding/base64"
 	"errors"
 	"os"
@@ -108,4 +110,51 @@ func TestLoadKey(t *testing.T) {
 			t.Fatalf("keys dir holds %d entries, want only the key", len(entries))
 		}
 	})
+}
+
+// TestRotation seals under one key and rotates to another: values sealed
+// with the old key, or in the format from before key ids, still open while
+// the old key is kept as a previous one, report that they are not sealed
+// with the current key, and stop opening once it is retired.
+func TestRotation(t *testing.T) {
+	t.Parallel()
+	oldKey, newKey := bytes.Repeat([]byte{1}, secretbox.KeySize), bytes.Repeat([]byte{2}, secretbox.KeySize)
+	before, _ := secretbox.New(oldKey)
+	rotated, err := secretbox.New(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	retired, _ := secretbox.New(newKey)
+
+	// The format before key ids: nonce || sealed bytes.
+	block, _ := aes.NewCipher(oldKey)
+	gcm, _ := cipher.NewGCM(block)
+	nonce := bytes.Repeat([]byte{9}, gcm.NonceSize())
+	legacy := gcm.Seal(append([]byte(nil), nonce...), nonce, []byte("legacy-secret"), []byte("ctx"))
+
+	for name, c := range map[string]struct {
+		sealed []byte
+		want   string
+	}{
+		"sealed with the old key": {before.Seal([]byte("old-secret"), []byte("ctx")), "old-secret"},
+		"sealed before key ids":   {legacy, "legacy-secret"},
+	} {
+		got, err := rotated.Open(c.sealed, []byte("ctx"))
+		if err != nil || string(got) != c.want {
+			t.Fatalf("%s: Open after the rotation = %q, %v", name, got, err)
+		}
+		if rotated.Current(c.sealed) {
+			t.Fatalf("%s: reported as sealed with the current key", name)
+		}
+		if _, err := retired.Open(c.sealed, []byte("ctx")); !errors.Is(err, secretbox.ErrOpen) {
+			t.Fatalf("%s: opened after the old key was retired: %v", name, err)
+		}
+	}
+	fresh := rotated.Seal([]byte("new-secret"), []byte("ctx"))
+	if !rotated.Current(fresh) || !retired.Current(fresh) {
+		t.Fatal("a value sealed after the rotation is not reported as current")
+	}
+	if got, err := retired.Open(fresh, []byte("ctx")); err != nil || string(got) != "new-secret" {
+		t.Fatalf("Open with the new key alone = %q, %v", got, err)
+	}
 }
