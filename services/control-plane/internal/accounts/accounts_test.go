@@ -2,6 +2,7 @@ package accounts_test
 
 import (
 	"context"
+	"errors"
 	"crypto/ed25519"
 	"crypto/rand"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/testenv"
@@ -32,10 +34,10 @@ func (m *sentMail) Send(_ context.Context, to, _, _ string) error {
 
 func newService(t *testing.T) (*accounts.Service, *pgxpool.Pool, *sentMail) {
 	t.Helper()
-	dsn := testenv.NewDatabase(t)
-	if _, err := pgutil.Migrate(dsn, migrations.Core, "core"); err != nil {
-		t.Fatal(err)
-	}
+	dsn := testenv.MigratedDatabase(t, "core", migrations.Core, func(dsn string) error {
+		_, err := pgutil.Migrate(dsn, migrations.Core, "core")
+		return err
+	})
 	pool, err := pgxpool.New(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +52,7 @@ func newService(t *testing.T) (*accounts.Service, *pgxpool.Pool, *sentMail) {
 	svc := accounts.New(pool, pw, auth.NewKeys("test", priv), mail, accounts.Options{
 		PublicURL: "http://tenantbase.test", OpenOwnerSignup: true,
 		AccessTokenTTL: time.Minute, RefreshTokenTTL: time.Hour,
-		Throttle: auth.Throttle{MaxFailures: 5, Lockout: time.Minute},
+		Throttle: auth.Throttle{MaxFailures: 3, Lockout: time.Minute},
 	})
 	t.Cleanup(svc.Close)
 	return svc, pool, mail
@@ -115,5 +117,45 @@ func TestEnsureAdminConcurrent(t *testing.T) {
 	}
 	if n != 1 || admins != 1 {
 		t.Fatalf("%d calls reported creating the admin, %d admins exist; want 1 and 1", n, admins)
+	}
+}
+
+// TestParallelGuessesAreBounded sends 20 wrong passwords at once against a
+// limit of 3: exactly 3 are compared, the rest refused as locked, and the
+// right password is refused too while the lock lasts.
+func TestParallelGuessesAreBounded(t *testing.T) {
+	t.Parallel()
+	svc, pool, _ := newService(t)
+	ctx := context.Background()
+	u, err := svc.Register(ctx, accounts.Registration{Email: "user@example.com", Password: "correct-horse-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `UPDATE coreuser SET is_verified = TRUE WHERE id = $1`, u.ID); err != nil {
+		t.Fatal(err)
+	}
+	const guesses = 20
+	errs := make([]error, guesses)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = svc.Login(ctx, "user@example.com", "wrong-password-1") })
+	}
+	wg.Wait()
+	var compared, locked int
+	for _, err := range errs {
+		switch {
+		case errors.Is(err, auth.ErrInvalidCredentials):
+			compared++
+		case apperr.IsLocked(err):
+			locked++
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	if compared != 3 || locked != guesses-3 {
+		t.Fatalf("%d guesses compared, %d refused as locked; want 3 and %d", compared, locked, guesses-3)
+	}
+	if _, err := svc.Login(ctx, "user@example.com", "correct-horse-1"); !apperr.IsLocked(err) {
+		t.Fatalf("the right password during the lock: %v, want locked", err)
 	}
 }
