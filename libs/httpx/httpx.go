@@ -33,7 +33,9 @@ func Logger(ctx context.Context) *slog.Logger { return logctx.From(ctx, slog.Def
 // AddLogAttrs adds attributes (such as tenant_id) to the request's logger.
 func AddLogAttrs(c echo.Context, args ...any) {
 	r := c.Request()
-	c.SetRequest(r.WithContext(logctx.With(r.Context(), Logger(r.Context()).With(args...))))
+	if !logctx.Add(r.Context(), args...) {
+		c.SetRequest(r.WithContext(logctx.With(r.Context(), Logger(r.Context()).With(args...))))
+	}
 }
 
 // Options configure New.
@@ -53,7 +55,7 @@ func New(opts Options) *echo.Echo {
 		Generator: func() string { return uuid.NewString() },
 		RequestIDHandler: func(c echo.Context, id string) {
 			r := c.Request()
-			c.SetRequest(r.WithContext(logctx.With(r.Context(), opts.Log.With("request_id", id))))
+			c.SetRequest(r.WithContext(logctx.With(r.Context(), opts.Log, "request_id", id)))
 		},
 	}))
 	e.Use(observe(opts.Metrics))
@@ -75,7 +77,7 @@ func observe(m *Metrics) echo.MiddlewareFunc {
 			if m != nil {
 				m.observe(c, time.Since(start))
 			}
-			Logger(c.Request().Context()).Info("request",
+			logctx.Line(c.Request().Context(), slog.Default(), slog.LevelInfo, "request",
 				"method", c.Request().Method,
 				"path", c.Request().URL.Path,
 				"route", c.Path(),

@@ -6,19 +6,67 @@ package logctx
 import (
 	"context"
 	"log/slog"
+	"sync"
 )
 
 type key struct{}
 
-// With returns ctx carrying log.
-func With(ctx context.Context, log *slog.Logger) context.Context {
-	return context.WithValue(ctx, key{}, log)
+// scope is one request's logger: a base logger and the attributes added
+// to it since, turned into a logger only when something logs. Adding an
+// attribute is then an append, not a new logger and a new context.
+type scope struct {
+	mu    sync.Mutex
+	base  *slog.Logger
+	attrs []any
+	built *slog.Logger
 }
 
-// From returns the logger in ctx, or fallback when there is none.
-func From(ctx context.Context, fallback *slog.Logger) *slog.Logger {
-	if l, ok := ctx.Value(key{}).(*slog.Logger); ok {
-		return l
+// With returns ctx carrying log with the attributes args (key, value
+// pairs), to which Add can add more.
+func With(ctx context.Context, log *slog.Logger, args ...any) context.Context {
+	return context.WithValue(ctx, key{}, &scope{base: log, attrs: args})
+}
+
+// Add adds attributes (key, value pairs) to the logger ctx carries, for
+// every later From and Line of it. It reports false when ctx carries none.
+func Add(ctx context.Context, args ...any) bool {
+	s, ok := ctx.Value(key{}).(*scope)
+	if !ok {
+		return false
 	}
-	return fallback
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attrs = append(s.attrs, args...)
+	s.built = nil
+	return true
+}
+
+// From returns the logger in ctx with every attribute added, or fallback
+// when there is none.
+func From(ctx context.Context, fallback *slog.Logger) *slog.Logger {
+	s, ok := ctx.Value(key{}).(*scope)
+	if !ok {
+		return fallback
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.built == nil {
+		s.built = s.base.With(s.attrs...)
+	}
+	return s.built
+}
+
+// Line logs msg at level with the added attributes and args, without
+// building a logger: for the one line every request writes.
+func Line(ctx context.Context, fallback *slog.Logger, level slog.Level, msg string, args ...any) {
+	s, ok := ctx.Value(key{}).(*scope)
+	if !ok {
+		fallback.Log(ctx, level, msg, args...)
+		return
+	}
+	s.mu.Lock()
+	all := append(append(make([]any, 0, len(s.attrs)+len(args)), s.attrs...), args...)
+	base := s.base
+	s.mu.Unlock()
+	base.Log(ctx, level, msg, all...)
 }

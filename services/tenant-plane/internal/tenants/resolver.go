@@ -153,6 +153,16 @@ func (r *Resolver) Resolve(ctx context.Context, id int64) (Tenant, error) {
 // invalidated or dropped meanwhile. It runs detached from the request
 // that started it, because other requests wait for the same answer.
 func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
+	// A lookup that finished between this caller's miss and its joining
+	// the flight already stored the answer: no second lookup for it.
+	r.mu.Lock()
+	if r.currentLocked(id, e) && e.gen == gen && e.known && time.Now().Before(e.expires) {
+		t, err := e.answer()
+		r.mu.Unlock()
+		return t, err
+	}
+	r.mu.Unlock()
+
 	ctx, cancel := context.WithTimeout(context.Background(), r.opts.LookupTimeout)
 	defer cancel()
 	t, err := r.src.Tenant(ctx, id)
