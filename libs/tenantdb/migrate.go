@@ -155,6 +155,9 @@ type Result struct {
 	// From is the version before, To the version reached (equal to the
 	// target on success, the last version applied on failure).
 	From, To uint
+	// Known is false when the version could not be read (the database was
+	// not reached): From and To say nothing then.
+	Known bool
 }
 
 // DirtyError is a database whose version golang-migrate marked dirty: a
@@ -215,7 +218,7 @@ func (m Migrations) MigrateTo(ctx context.Context, dsn string, target uint, o Mi
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{From: current, To: current}
+	res := Result{From: current, To: current, Known: true}
 	if dirty {
 		return res, &DirtyError{Version: current, File: m.File(current, true)}
 	}

@@ -348,6 +348,10 @@ func TestRecordLogin(t *testing.T) {
 	if err := tenantdb.RecordLogin(ctx, conn, tenantdb.LastLoginVersion-1, u.ID); err != nil {
 		t.Fatalf("below the column's version: %v", err)
 	}
+	// A caller that still believes the newer version after a rollback.
+	if err := tenantdb.RecordLogin(ctx, conn, tenantdb.LastLoginVersion, u.ID); err != nil {
+		t.Fatalf("without the column: %v", err)
+	}
 	migrateTo(t, m, dsn, tenantdb.LastLoginVersion)
 	var last *time.Time
 	testenv.QueryRow(t, dsn, `SELECT last_login_at FROM tenantuser WHERE id = $1`, []any{u.ID}, &last)

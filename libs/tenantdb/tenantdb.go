@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/page"
+	"tenantbase/libs/pgutil"
 )
 
 // Querier runs statements on a tenant database: a pool, a connection, a
@@ -194,12 +196,15 @@ func ReplacePassword(ctx context.Context, q Querier, email, hash string) (id int
 
 // RecordLogin notes that user id logged in just now, in a tenant database
 // at schemaVersion; below LastLoginVersion there is no column for it and
-// nothing is written.
+// nothing is written. A database rolled back below it while the caller
+// still knew the newer version has no column either: the login is not
+// recorded, and it is no error.
 func RecordLogin(ctx context.Context, q Querier, schemaVersion int, id int64) error {
 	if schemaVersion < LastLoginVersion {
 		return nil
 	}
-	if _, err := q.Exec(ctx, `UPDATE tenantuser SET last_login_at = now() WHERE id = $1`, id); err != nil {
+	_, err := q.Exec(ctx, `UPDATE tenantuser SET last_login_at = now() WHERE id = $1`, id)
+	if err != nil && pgutil.Code(err) != pgerrcode.UndefinedColumn {
 		return fmt.Errorf("record login: %w", err)
 	}
 	return nil
