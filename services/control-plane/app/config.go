@@ -95,6 +95,17 @@ type Config struct {
 	ProvisionStepDelay time.Duration `envconfig:"PROVISION_STEP_DELAY" default:"0s"`
 	// Workers is the number of jobs this process runs at once.
 	Workers int `envconfig:"WORKERS" default:"4"`
+	// TenantMigrateOnStart starts a migration run to the newest tenant
+	// migration at start when some tenant is below it, so that a deploy
+	// rolls the fleet forward.
+	TenantMigrateOnStart bool `envconfig:"TENANT_MIGRATE_ON_START" default:"true"`
+	// TenantMigrateWorkers is how many tenants this process migrates at
+	// once, besides Workers; a run's concurrency per server bounds it too.
+	TenantMigrateWorkers int `envconfig:"TENANT_MIGRATE_WORKERS" default:"8"`
+	// TenantMigrateStepDelay is a fault-injection knob for crash tests that
+	// run the binary: a pause inside every tenant migration step, before
+	// its commit. Leave it at 0.
+	TenantMigrateStepDelay time.Duration `envconfig:"TENANT_MIGRATE_STEP_DELAY" default:"0s"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
 }
@@ -161,6 +172,8 @@ func (c Config) Validate() error {
 	check(c.JobTimeout <= 0 || c.JobRescueAfter < c.JobTimeout, "JOB_TIMEOUT must be positive and JOB_RESCUE_AFTER at least JOB_TIMEOUT")
 	check(c.ProvisionStepDelay < 0, "PROVISION_STEP_DELAY must not be negative")
 	check(c.Workers < 1, "WORKERS must be at least 1")
+	check(c.TenantMigrateWorkers < 1, "TENANT_MIGRATE_WORKERS must be at least 1")
+	check(c.TenantMigrateStepDelay < 0, "TENANT_MIGRATE_STEP_DELAY must not be negative")
 	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
 	if c.Env == "production" {
 		check(c.SMTPAddr == "", "ENV=production requires SMTP_ADDR: verification links must never go to the log")
