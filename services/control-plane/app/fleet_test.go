@@ -159,7 +159,7 @@ func startRun(t *testing.T, cp *cptest.ControlPlane, admin string, body map[stri
 	return run
 }
 
-func getRun(t *testing.T, cp *cptest.ControlPlane, admin string, id int64) migrationRun {
+func getRun(t testing.TB, cp *cptest.ControlPlane, admin string, id int64) migrationRun {
 	t.Helper()
 	var run migrationRun
 	cp.Do(t, http.MethodGet, runPath(id, ""), admin, nil).Expect(t, http.StatusOK).Decode(t, &run)
