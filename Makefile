@@ -108,10 +108,10 @@ vet: ## go vet every module
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
 	done
 
-bench: ## Print the performance figures: provisioning latency and GET /profile throughput (see docs/performance.md)
+bench: ## Print the performance figures: provisioning latency, fleet migration runs and GET /profile throughput (see docs/performance.md)
 	@dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
-	(cd services/control-plane && go test ./app -run '^$$' -bench Provisioning -benchtime 1x -v) && \
+	(cd services/control-plane && go test ./app -run '^$$' -bench 'Provisioning|FleetMigrations' -benchtime 1x -timeout 40m -v) && \
 	(cd services/tenant-plane && go test ./app -run '^$$' -bench Profile -benchtime 20000x -v)
 
 subscribe: ## Print each tenant.created event (durable consumer on TENANT_EVENTS at NATS_URL)

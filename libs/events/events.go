@@ -30,6 +30,12 @@ const (
 	TenantSuspended          = "tenant.suspended"
 	TenantResumed            = "tenant.resumed"
 	TenantDeleted            = "tenant.deleted"
+	// TenantMigrated announces that the tenant database reached another
+	// schema version (data.schema_version, from data.previous_schema_version).
+	TenantMigrated = "tenant.migrated"
+	// TenantMigrationFailed announces a tenant parked by a migration run:
+	// data.detail says why, data.schema_version where it stays.
+	TenantMigrationFailed = "tenant.migration_failed"
 	// TenantUpdated announces changed connection details (credential rotation, relocation).
 	TenantUpdated = "tenant.updated"
 )
@@ -101,7 +107,11 @@ type TenantData struct {
 	OwnerID       int64  `json:"owner_id"`
 	Status        string `json:"status"`
 	SchemaVersion int    `json:"schema_version"`
-	// Detail explains a failure (tenant.provisioning_failed); empty otherwise.
+	// PreviousSchemaVersion is the version before a tenant.migrated; absent
+	// on other events.
+	PreviousSchemaVersion *int `json:"previous_schema_version,omitempty"`
+	// Detail explains a failure (tenant.provisioning_failed,
+	// tenant.migration_failed); empty otherwise.
 	Detail string `json:"detail,omitempty"`
 }
 

@@ -11,21 +11,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/page"
 	"tenantbase/libs/pgutil"
-	"tenantbase/migrations"
 )
-
-// Migrate applies the tenant migrations to the database at dsn, as the
-// role of the DSN (which then owns the tables), and returns the version.
-func Migrate(dsn string) (uint, error) { return pgutil.Migrate(dsn, migrations.Tenant, "tenant") }
-
-// LatestVersion is the newest tenant migration this binary carries.
-func LatestVersion() (uint, error) { return pgutil.LatestVersion(migrations.Tenant, "tenant") }
 
 // Querier runs statements on a tenant database: a pool, a connection, a
 // transaction or the tenant plane's leased handle.
@@ -199,6 +192,22 @@ func ReplacePassword(ctx context.Context, q Querier, email, hash string) (id int
 		return 0, false, fmt.Errorf("replace password: %w", err)
 	}
 	return id, true, nil
+}
+
+// RecordLogin notes that user id logged in just now, in a tenant database
+// at schemaVersion; below LastLoginVersion there is no column for it and
+// nothing is written. A database rolled back below it while the caller
+// still knew the newer version has no column either: the login is not
+// recorded, and it is no error.
+func RecordLogin(ctx context.Context, q Querier, schemaVersion int, id int64) error {
+	if schemaVersion < LastLoginVersion {
+		return nil
+	}
+	_, err := q.Exec(ctx, `UPDATE tenantuser SET last_login_at = now() WHERE id = $1`, id)
+	if err != nil && pgutil.Code(err) != pgerrcode.UndefinedColumn {
+		return fmt.Errorf("record login: %w", err)
+	}
+	return nil
 }
 
 // Logins is the users table as the throttled password check needs it.

@@ -21,9 +21,11 @@ import (
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/internal/accounts"
 	"tenantbase/services/control-plane/internal/deployment"
+	"tenantbase/services/control-plane/internal/fleet"
 	"tenantbase/services/control-plane/internal/mailer"
 	"tenantbase/services/control-plane/internal/natsbus"
 	"tenantbase/services/control-plane/internal/organizations"
@@ -39,8 +41,10 @@ type Addrs = httpx.Addrs
 type Option func(*options)
 
 type options struct {
-	ready      func(Addrs)
-	beforeStep func(ctx context.Context, orgID int64, step string) error
+	ready         func(Addrs)
+	beforeStep    func(ctx context.Context, orgID int64, step string) error
+	migrations    *tenantdb.Migrations
+	beforeMigrate func(ctx context.Context, orgID int64) error
 }
 
 // WithReady has Run call ready once both listeners are bound.
@@ -51,6 +55,20 @@ func WithReady(ready func(Addrs)) Option { return func(o *options) { o.ready = r
 // with it.
 func WithBeforeProvisionStep(f func(ctx context.Context, orgID int64, step string) error) Option {
 	return func(o *options) { o.beforeStep = f }
+}
+
+// WithTenantMigrations replaces the embedded tenant migrations: new
+// tenants are provisioned with m, and migration runs apply m. Tests ship a
+// migration the binary does not have with it.
+func WithTenantMigrations(m tenantdb.Migrations) Option {
+	return func(o *options) { o.migrations = &m }
+}
+
+// WithBeforeTenantMigration has f run before a migration run migrates a
+// tenant's database; an error it returns fails the tenant. Tests count
+// migrations with it.
+func WithBeforeTenantMigration(f func(ctx context.Context, orgID int64) error) Option {
+	return func(o *options) { o.beforeMigrate = f }
 }
 
 // Run serves the control plane until ctx is cancelled, then shuts down
@@ -130,7 +148,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		return err
 	}
 
-	// Organizations, their provisioning jobs and their events.
+	// Organizations, their provisioning jobs and their events; the
+	// migration runs that move their databases to other schema versions.
+	tenantMigrations := tenantdb.Embedded()
+	if o.migrations != nil {
+		tenantMigrations = *o.migrations
+	}
 	jobs, err := provisioning.NewJobs(pool, cfg.ProvisionMaxAttempts)
 	if err != nil {
 		return err
@@ -143,11 +166,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		Host:       cfg.TenantDBHost,
 		Port:       cfg.TenantDBPort,
 		BeforeStep: beforeStep(cfg.ProvisionStepMarker, cfg.ProvisionStepDelay, o.beforeStep),
+		Migrations: &tenantMigrations,
 	}, log)
 	if err != nil {
 		return err
 	}
 	defer prov.Close()
+	fleetSvc, err := fleet.New(pool, orgs, prov, fleet.Options{
+		Migrations:    tenantMigrations,
+		Workers:       cfg.TenantMigrateWorkers,
+		StepDelay:     cfg.TenantMigrateStepDelay,
+		BeforeMigrate: o.beforeMigrate,
+	}, log)
+	if err != nil {
+		return err
+	}
 	runner, err := provisioning.NewRunner(pool, prov, provisioning.RunnerOptions{
 		Workers:        cfg.Workers,
 		MaxAttempts:    cfg.ProvisionMaxAttempts,
@@ -156,6 +189,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		RescueAfter:    cfg.JobRescueAfter,
 		StopTimeout:    cfg.ShutdownTimeout,
 		ReconcileEvery: cfg.ReconcileInterval,
+		Queues:         []provisioning.Queue{fleetSvc.Queue()},
 	}, log)
 	if err != nil {
 		return err
@@ -196,6 +230,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	registerAccountRoutes(public, accountsAPI{svc: accountSvc}, mw)
 	registerPasswordRoute(public, passwordAPI{accounts: accountSvc, jobs: jobs}, mw)
 	registerOrganizationRoutes(public, orgAPI{accounts: accountSvc, store: orgs}, mw)
+	registerMigrationRoutes(public, migrationAPI{svc: fleetSvc}, mw)
 	registerInternalRoutes(internal, internalAPI{store: orgs, box: box, deployment: dep}, mw)
 
 	listeners, err := httpx.Listen(cfg.HTTPAddr, cfg.InternalAddr)
@@ -211,7 +246,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	// once the listeners have drained.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	var bgErrs [2]error
+	var bgErrs [3]error
 	for i, run := range []func(context.Context) error{
 		func(ctx context.Context) error {
 			// Jobs drop and change tenant objects only when they carry
@@ -228,6 +263,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 			return runner.Run(ctx)
 		},
 		relay.Run,
+		// A run interrupted by a crash goes on; tenants behind the newest
+		// migration of this binary are rolled forward.
+		func(ctx context.Context) error { return fleetSvc.Start(ctx, cfg.TenantMigrateOnStart) },
 	} {
 		wg.Go(func() {
 			if bgErrs[i] = run(bgCtx); bgErrs[i] != nil {
@@ -239,7 +277,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	stopBackground()
 	wg.Wait()
 	log.Info("control plane stopped")
-	return errors.Join(serveErr, bgErrs[0], bgErrs[1])
+	return errors.Join(serveErr, bgErrs[0], bgErrs[1], bgErrs[2])
 }
 
 // Migrate applies the core migrations and returns the schema version.

@@ -120,6 +120,17 @@ type Config struct {
 	ReconcileInterval time.Duration `envconfig:"RECONCILE_INTERVAL" default:"1m"`
 	// Workers is the number of jobs this process runs at once.
 	Workers int `envconfig:"WORKERS" default:"4"`
+	// TenantMigrateOnStart starts a migration run to the newest tenant
+	// migration at start when some tenant is below it, so that a deploy
+	// rolls the fleet forward.
+	TenantMigrateOnStart bool `envconfig:"TENANT_MIGRATE_ON_START" default:"true"`
+	// TenantMigrateWorkers is how many tenants this process migrates at
+	// once, besides Workers; a run's concurrency per server bounds it too.
+	TenantMigrateWorkers int `envconfig:"TENANT_MIGRATE_WORKERS" default:"8"`
+	// TenantMigrateStepDelay is a fault-injection knob for crash tests that
+	// run the binary: a pause inside every tenant migration step, before
+	// its commit. Leave it at 0.
+	TenantMigrateStepDelay time.Duration `envconfig:"TENANT_MIGRATE_STEP_DELAY" default:"0s"`
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"15s"`
 }
@@ -198,6 +209,8 @@ func (c Config) Validate() error {
 	check(c.ProvisionStepDelay < 0, "PROVISION_STEP_DELAY must not be negative")
 	check(c.ReconcileInterval <= 0, "RECONCILE_INTERVAL must be positive")
 	check(c.Workers < 1, "WORKERS must be at least 1")
+	check(c.TenantMigrateWorkers < 1, "TENANT_MIGRATE_WORKERS must be at least 1")
+	check(c.TenantMigrateStepDelay < 0, "TENANT_MIGRATE_STEP_DELAY must not be negative")
 	check(c.ShutdownTimeout <= 0, "SHUTDOWN_TIMEOUT must be positive")
 	if c.Env == "production" {
 		check(c.SMTPAddr == "", "ENV=production requires SMTP_ADDR: verification links must never go to the log")

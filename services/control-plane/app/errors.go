@@ -8,6 +8,7 @@ import (
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/fleet"
 	"tenantbase/services/control-plane/internal/organizations"
 )
 
@@ -27,6 +28,9 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: organizations.ErrNotFound, Status: http.StatusNotFound, Code: "organization_not_found"},
 	{Err: organizations.ErrInvalidStatus, Status: http.StatusConflict, Code: "invalid_status"},
 	{Err: errOwnerRequired, Status: http.StatusForbidden, Code: "owner_required"},
+	{Err: fleet.ErrNotFound, Status: http.StatusNotFound, Code: "migration_not_found"},
+	{Err: fleet.ErrInProgress, Status: http.StatusConflict, Code: "migration_in_progress"},
+	{Err: fleet.ErrFinished, Status: http.StatusConflict, Code: "migration_finished"},
 	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "database_unavailable",
 		Detail: "the core database is unreachable; try again shortly", RetryAfter: problem.RetryIn(2)},
 })

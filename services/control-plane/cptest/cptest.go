@@ -206,7 +206,8 @@ func TaggedObjects(tb testing.TB, server, dep string) []TaggedObject {
 func Tag(dep string, id int64) string { return provisioning.Tag(dep, id) }
 
 // DropDeployment removes the databases and roles on server that carry the
-// tag of deployment dep.
+// tag of deployment dep. Each statement gets a minute: a test with dozens
+// of tenants on a busy server may need longer than that in all.
 func DropDeployment(tb testing.TB, server, dep string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -221,18 +222,24 @@ func DropDeployment(tb testing.TB, server, dep string) {
 		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1)`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
 		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1)`, "DROP ROLE IF EXISTS %s"},
 	} {
-		rows, err := conn.Query(ctx, q.list, prefix)
+		lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		rows, err := conn.Query(lctx, q.list, prefix)
 		if err != nil {
+			cancel()
 			tb.Errorf("cptest: list tenants: %v", err)
 			return
 		}
 		names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		cancel()
 		if err != nil {
 			tb.Errorf("cptest: list tenants: %v", err)
 			return
 		}
 		for _, n := range names {
-			if _, err := conn.Exec(ctx, fmt.Sprintf(q.drop, pgx.Identifier{n}.Sanitize())); err != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			_, err := conn.Exec(dctx, fmt.Sprintf(q.drop, pgx.Identifier{n}.Sanitize()))
+			cancel()
+			if err != nil {
 				tb.Errorf("cptest: drop %s: %v", n, err)
 			}
 		}

@@ -48,7 +48,7 @@ func (a *api) handleLogin(c echo.Context) error {
 		return err
 	}
 	s := tenantScope(c)
-	t, err := a.accounts.Login(c.Request().Context(), s.db, s.tenantID, in.Email, in.Password)
+	t, err := a.accounts.Login(c.Request().Context(), s.db, s.tenantID, s.schemaVersion, in.Email, in.Password)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"tenantbase/libs/auth"
 	"tenantbase/libs/events"
 	"tenantbase/libs/httpx"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/services/tenant-plane/internal/accounts"
 	"tenantbase/services/tenant-plane/internal/pools"
 	"tenantbase/services/tenant-plane/internal/tenants"
@@ -29,23 +30,32 @@ type Addrs = httpx.Addrs
 type Option func(*options)
 
 type options struct {
-	ready func(Addrs)
+	ready     func(Addrs)
+	minSchema int
 }
 
 // WithReady has Run call ready once both listeners are bound.
 func WithReady(ready func(Addrs)) Option { return func(o *options) { o.ready = ready } }
+
+// WithMinSchemaVersion replaces tenantdb.MinSchemaVersion, the lowest
+// tenant schema version served: tests play a release whose contract step
+// needs a version tenants are not at yet.
+func WithMinSchemaVersion(v int) Option { return func(o *options) { o.minSchema = v } }
 
 // api is what the handlers are built from.
 type api struct {
 	resolver *tenants.Resolver
 	pools    *pools.Manager
 	accounts *accounts.Service
+	// minSchema is the lowest tenant schema version the handlers work
+	// with; tenants below it answer 503 tenant_migrating.
+	minSchema int
 }
 
 // Run serves the tenant plane until ctx is cancelled, then shuts down
 // gracefully: HTTP first, then the event consumer, then the pools.
 func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) error {
-	var o options
+	o := options{minSchema: tenantdb.MinSchemaVersion}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -81,6 +91,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		LookupTimeout: cfg.LookupTimeout,
 		Size:          cfg.CacheSize,
 		NegativeSize:  cfg.NegativeCacheSize,
+		// A tenant below it is asked for again soon: it is being migrated.
+		MinSchemaVersion: o.minSchema,
 	}, log.With("component", "tenants"), metrics.Registry)
 	if err != nil {
 		return err
@@ -104,8 +116,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	}
 	defer pm.Close()
 	a := &api{
-		resolver: resolver,
-		pools:    pm,
+		resolver:  resolver,
+		pools:     pm,
+		minSchema: o.minSchema,
 		accounts: accounts.New(passwords, keys, accounts.Options{
 			AccessTokenTTL:  cfg.AccessTokenTTL,
 			RefreshTokenTTL: cfg.RefreshTokenTTL,
@@ -203,7 +216,8 @@ func (a *api) followEvents(cfg Config, since time.Time, log *slog.Logger) (stop 
 	}, nil
 }
 
-// applyEvent drops what the cache knows of the tenant, and closes its
+// applyEvent drops what the cache knows of the tenant (tenant.migrated
+// included: the next request sees the new schema version), and closes its
 // pool when its connections must not be used any longer. Tenant ids are
 // unique within a deployment only: events of another deployment sharing
 // the stream are ignored.

@@ -36,8 +36,8 @@ type plane struct {
 
 // startPlane runs app.Run on 127.0.0.1:0 against the internal tenant API
 // at directoryURL (a tenantapitest.Directory) and the NATS server at
-// natsURL, until the test ends.
-func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.Config)) *plane {
+// natsURL, with opts, until the test ends.
+func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.Config), opts ...app.Option) *plane {
 	t.Helper()
 	cfg := app.DefaultConfig()
 	cfg.Env = "test"
@@ -64,7 +64,7 @@ func startPlane(t testing.TB, directoryURL, natsURL string, configure func(*app.
 	}
 	var addrs app.Addrs
 	p.svc, addrs = testenv.StartService(t, "tenant plane", level, func(ctx context.Context, log *slog.Logger, ready func(app.Addrs)) error {
-		return app.Run(ctx, cfg, log, app.WithReady(ready))
+		return app.Run(ctx, cfg, log, append(opts, app.WithReady(ready))...)
 	})
 	p.PublicURL = "http://" + addrs.Public
 	p.InternalURL = "http://" + addrs.Internal
@@ -200,11 +200,7 @@ func addTenant(t testing.TB, dir *tenantapitest.Directory, id int64) tenant {
 // readyTenant is the directory's answer for a ready tenant on db.
 func readyTenant(t testing.TB, id int64, db tenantapi.Database) tenantapi.Tenant {
 	t.Helper()
-	version, err := tenantdb.LatestVersion()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tenantapi.Tenant{ID: id, Status: tenantapi.StatusReady, SchemaVersion: int(version), Database: &db}
+	return tenantapi.Tenant{ID: id, Status: tenantapi.StatusReady, SchemaVersion: int(tenantdb.LatestVersion()), Database: &db}
 }
 
 // setStatus changes tenant id's status in the directory and then publishes

@@ -20,14 +20,18 @@ const (
 	accountKey = "tenant_account"
 )
 
-// scope is the tenant a request is for and its database.
+// scope is the tenant a request is for, its database and the schema
+// version the control plane recorded for it.
 type scope struct {
-	tenantID int64
-	db       pools.DB
+	tenantID      int64
+	schemaVersion int
+	db            pools.DB
 }
 
-// requireTenant admits requests whose X-TENANT names a ready tenant, and
-// keeps the tenant's database for the handlers. The header must appear
+// requireTenant admits requests whose X-TENANT names a ready tenant at a
+// schema version the handlers work with, and keeps the tenant's database
+// for the handlers. A tenant above the minimum is served (its newer
+// columns go unused); one below it is being migrated: 503, come back soon. The header must appear
 // once: an ingress that routes on the first of several values must not
 // send a request here that the plane reads as another tenant's.
 func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
@@ -48,8 +52,11 @@ func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		if err := tenants.Usable(t); err != nil {
 			return err
 		}
+		if t.SchemaVersion < a.minSchema {
+			return tenants.ErrMigrating
+		}
 		d := t.Database
-		c.Set(scopeKey, scope{tenantID: id, db: a.pools.DB(pools.Target{
+		c.Set(scopeKey, scope{tenantID: id, schemaVersion: t.SchemaVersion, db: a.pools.DB(pools.Target{
 			TenantID: id, Host: d.Host, Port: d.Port, Database: d.Name, User: d.User, Password: d.Password.Reveal(),
 		})})
 		return next(c)

@@ -315,6 +315,86 @@ func (s *Store) Legacy(ctx context.Context, prefix string) ([]Organization, erro
 	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
 }
 
+// MigrationCandidates lists, in id order, the organizations a migration
+// run takes: every ready and suspended one, or those of ids among them;
+// with below > 0, only those whose schema version is below it. It reads in
+// tx, the transaction that creates the run.
+func (s *Store) MigrationCandidates(ctx context.Context, tx pgx.Tx, ids []int64, below int) ([]Organization, error) {
+	rows, err := tx.Query(ctx, `SELECT `+columns+` FROM organization
+		WHERE status IN ('ready', 'suspended') AND ($1::bigint[] IS NULL OR id = ANY($1))
+			AND ($2::int = 0 OR schema_version < $2)
+		ORDER BY id`, ids, below)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (Organization, error) { return scan(r) })
+}
+
+// CountBehind counts the ready and suspended organizations whose schema
+// version is below version, without touching their databases.
+func (s *Store) CountBehind(ctx context.Context, version int) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM organization
+		WHERE status IN ('ready', 'suspended') AND schema_version < $1`, version).Scan(&n)
+	return n, err
+}
+
+// RecordMigration records in tx that organization id's database is at
+// version now, and returns the organization and the version it had. When
+// the version changed for a ready or suspended organization,
+// tenant.migrated is written with it; the status never changes.
+func (s *Store) RecordMigration(ctx context.Context, tx pgx.Tx, id int64, version int) (org Organization, previous int, err error) {
+	if previous, err = s.lockSchemaVersion(ctx, tx, id); err != nil {
+		return org, 0, err
+	}
+	if org, err = s.setSchemaVersion(ctx, tx, id, version); err != nil {
+		return org, 0, err
+	}
+	if previous != version && migratable(org.Status) {
+		e := s.Event(events.TenantMigrated, org)
+		e.Data.PreviousSchemaVersion = &previous
+		e.Data.Detail = ""
+		if err := outbox.Add(ctx, tx, e); err != nil {
+			return org, 0, err
+		}
+	}
+	return org, previous, nil
+}
+
+// RecordMigrationFailure records in tx that migrating organization id
+// failed with its database at version, and writes tenant.migration_failed
+// with detail for a ready or suspended organization. The organization keeps
+// its status: it goes on being served at that version.
+func (s *Store) RecordMigrationFailure(ctx context.Context, tx pgx.Tx, id int64, version int, detail string) (Organization, error) {
+	if _, err := s.lockSchemaVersion(ctx, tx, id); err != nil {
+		return Organization{}, err
+	}
+	org, err := s.setSchemaVersion(ctx, tx, id, version)
+	if err != nil || !migratable(org.Status) {
+		return org, err
+	}
+	e := s.Event(events.TenantMigrationFailed, org)
+	e.Data.Detail = detail
+	return org, outbox.Add(ctx, tx, e)
+}
+
+func migratable(st Status) bool { return st == StatusReady || st == StatusSuspended }
+
+func (s *Store) lockSchemaVersion(ctx context.Context, tx pgx.Tx, id int64) (int, error) {
+	var v int
+	err := tx.QueryRow(ctx, `SELECT schema_version FROM organization WHERE id = $1 FOR UPDATE`, id).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNotFound
+	}
+	return v, err
+}
+
+func (s *Store) setSchemaVersion(ctx context.Context, tx pgx.Tx, id int64, version int) (Organization, error) {
+	return scan(tx.QueryRow(ctx, `UPDATE organization SET schema_version = $2,
+			updated_at = CASE WHEN schema_version = $2 THEN updated_at ELSE now() END
+		WHERE id = $1 RETURNING `+columns, id, version))
+}
+
 type change struct {
 	from        []Status
 	to          Status

@@ -56,6 +56,9 @@ type Options struct {
 	// BeforeStep, when set, runs before each provisioning step; an error
 	// fails the step. It exists for fault-injection tests.
 	BeforeStep func(ctx context.Context, orgID int64, step string) error
+	// Migrations are the tenant migrations new tenants get, up to the
+	// newest; nil means the embedded ones.
+	Migrations *tenantdb.Migrations
 }
 
 // Provisioner runs the provisioning, deletion and owner-sync work.
@@ -71,6 +74,7 @@ type Provisioner struct {
 	port       int
 	deployment string
 	beforeStep func(ctx context.Context, orgID int64, step string) error
+	migrations tenantdb.Migrations
 	log        *slog.Logger
 }
 
@@ -98,13 +102,17 @@ func New(ctx context.Context, core *pgxpool.Pool, store *organizations.Store, jo
 	if o.Port != 0 {
 		port = o.Port
 	}
+	mig := tenantdb.Embedded()
+	if o.Migrations != nil {
+		mig = *o.Migrations
+	}
 	admin, err := pgxpool.New(ctx, o.AdminDSN)
 	if err != nil {
 		return nil, fmt.Errorf("provisioning: admin pool: %w", err)
 	}
 	return &Provisioner{
 		core: core, store: store, jobs: jobs, box: box, admin: admin, adminURL: u, coreDSN: o.CoreDSN,
-		host: host, port: port, deployment: o.Deployment, beforeStep: o.BeforeStep, log: log,
+		host: host, port: port, deployment: o.Deployment, beforeStep: o.BeforeStep, migrations: mig, log: log,
 	}, nil
 }
 
@@ -361,9 +369,10 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, orgID int64, creds Cre
 	return err
 }
 
-// migrate applies the tenant migrations as the tenant role, so the tables
-// belong to it. A migration interrupted by a crash leaves golang-migrate's
-// dirty flag; the database holds nothing yet, so it is recreated.
+// migrate applies the tenant migrations, up to the newest, as the tenant
+// role, so the tables belong to it. A migration interrupted by an earlier
+// release (or the migrate CLI) leaves golang-migrate's dirty flag; the
+// database holds nothing yet, so it is recreated.
 func (p *Provisioner) migrate(ctx context.Context, orgID int64, creds Credentials) (uint, error) {
 	dsn := p.tenantDSN(creds)
 	dirty, err := migrationDirty(ctx, dsn)
@@ -379,7 +388,8 @@ func (p *Provisioner) migrate(ctx context.Context, orgID int64, creds Credential
 			return 0, err
 		}
 	}
-	return tenantdb.Migrate(dsn)
+	res, err := p.migrations.MigrateTo(ctx, dsn, p.migrations.Latest(), tenantdb.MigrateOptions{})
+	return res.To, err
 }
 
 func migrationDirty(ctx context.Context, dsn string) (bool, error) {
@@ -557,6 +567,22 @@ func lockConnConfig(dsn string) (*pgx.ConnConfig, error) {
 	cfg.RuntimeParams["tcp_keepalives_interval"] = "5"
 	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
 	return cfg, nil
+}
+
+// TenantDSN is a DSN for org's tenant database as its own role, with the
+// stored password: what any work inside a tenant database connects with.
+func (p *Provisioner) TenantDSN(org organizations.Organization) (string, error) {
+	creds, err := OpenCredentials(p.box, org)
+	if err != nil {
+		return "", err
+	}
+	return p.tenantDSN(creds), nil
+}
+
+// WithOrganizationLock runs fn holding the organization's lock, the one
+// provisioning and deletion hold: fn never overlaps with them.
+func (p *Provisioner) WithOrganizationLock(ctx context.Context, orgID int64, fn func() error) error {
+	return p.withLock(ctx, "organization", orgID, fn)
 }
 
 // tenantDSN is a DSN for the tenant database as its own role, through the

@@ -33,6 +33,20 @@ type RunnerOptions struct {
 	// are checked for a job (see Reconcile); they must have been in it
 	// that long.
 	ReconcileEvery time.Duration
+	// Queues are other packages' queues the runner works too.
+	Queues []Queue
+}
+
+// Queue is a queue of another package's jobs, with its own workers so
+// that they never hold up provisioning.
+type Queue struct {
+	Name       string
+	MaxWorkers int
+	// FetchCooldown, when set, is the shortest wait between two fetches
+	// (River's default is 100ms).
+	FetchCooldown time.Duration
+	// Register adds the queue's workers.
+	Register func(*river.Workers)
 }
 
 // Runner works the provisioning, deletion and owner-sync jobs. Several
@@ -51,9 +65,14 @@ func NewRunner(pool *pgxpool.Pool, p *Provisioner, o RunnerOptions, log *slog.Lo
 	river.AddWorker(workers, &syncOwnerPasswordWorker{p: p})
 	river.AddWorker(workers, &reconcileWorker{p: p, minAge: o.ReconcileEvery})
 	river.AddWorker(workers, &purgeRefreshWorker{p: p})
+	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}}
+	for _, q := range o.Queues {
+		q.Register(workers)
+		queues[q.Name] = river.QueueConfig{MaxWorkers: max(q.MaxWorkers, 1), FetchCooldown: q.FetchCooldown}
+	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		PeriodicJobs:         periodicJobs(cmp.Or(o.ReconcileEvery, time.Minute)),
-		Queues:               map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}},
+		Queues:               queues,
 		Workers:              workers,
 		RetryPolicy:          backoff{base: o.RetryBackoff},
 		JobTimeout:           o.JobTimeout,

@@ -127,8 +127,9 @@ func (s *Service) Register(ctx context.Context, db DB, rawEmail, password string
 // Unknown emails cost as much time as wrong passwords, and repeated
 // failures lock the account for a while (429 with Retry-After). The
 // password is checked before the active flag, so that only the holder
-// of the password learns that the account is deactivated.
-func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, password string) (auth.Tokens, error) {
+// of the password learns that the account is deactivated. The login is
+// recorded (last_login_at) when the tenant's schemaVersion has the column.
+func (s *Service) Login(ctx context.Context, db DB, tenantID int64, schemaVersion int, rawEmail, password string) (auth.Tokens, error) {
 	id, err := auth.Login(ctx, tenantdb.Logins(db), s.passwords, s.opts.Throttle, rawEmail, password)
 	if err != nil {
 		return auth.Tokens{}, err
@@ -145,6 +146,9 @@ func (s *Service) Login(ctx context.Context, db DB, tenantID int64, rawEmail, pa
 	}
 	refresh, err := auth.IssueRefresh(ctx, db, a.ID, s.opts.RefreshTokenTTL)
 	if err != nil {
+		return auth.Tokens{}, err
+	}
+	if err := tenantdb.RecordLogin(ctx, db, schemaVersion, a.ID); err != nil {
 		return auth.Tokens{}, err
 	}
 	return s.tokens(tenantID, a, refresh)

@@ -91,7 +91,7 @@ func (f fixture) admin(t *testing.T, email string) User {
 
 func (f fixture) login(t *testing.T, email, password string) auth.Tokens {
 	t.Helper()
-	tok, err := f.svc.Login(context.Background(), f.db, tenantID, email, password)
+	tok, err := f.svc.Login(context.Background(), f.db, tenantID, tenantdb.LastLoginVersion, email, password)
 	if err != nil {
 		t.Fatalf("login %s: %v", email, err)
 	}
@@ -199,7 +199,7 @@ func TestLogin(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := f.svc.Login(ctx, f.db, tenantID, tc.email, tc.password)
+			_, err := f.svc.Login(ctx, f.db, tenantID, tenantdb.LastLoginVersion, tc.email, tc.password)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -217,11 +217,11 @@ func TestLoginIsThrottledPerAccount(t *testing.T) {
 	f.register(t, "ada@example.com")
 	f.register(t, "bob@example.com")
 	for range 3 {
-		if _, err := f.svc.Login(ctx, f.db, tenantID, "ada@example.com", "wrong password!"); !errors.Is(err, auth.ErrInvalidCredentials) {
+		if _, err := f.svc.Login(ctx, f.db, tenantID, tenantdb.LastLoginVersion, "ada@example.com", "wrong password!"); !errors.Is(err, auth.ErrInvalidCredentials) {
 			t.Fatal(err)
 		}
 	}
-	_, err := f.svc.Login(ctx, f.db, tenantID, "ada@example.com", "correct horse battery")
+	_, err := f.svc.Login(ctx, f.db, tenantID, tenantdb.LastLoginVersion, "ada@example.com", "correct horse battery")
 	wantProblem(t, err, http.StatusTooManyRequests)
 	p, _ := problem.Common.Lookup(err)
 	if p.RetryAfter < 1 {
@@ -241,7 +241,7 @@ func TestParallelGuessesAreBounded(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range errs {
 		wg.Go(func() {
-			_, errs[i] = f.svc.Login(context.Background(), f.db, tenantID, "ada@example.com", "wrong password!")
+			_, errs[i] = f.svc.Login(context.Background(), f.db, tenantID, tenantdb.LastLoginVersion, "ada@example.com", "wrong password!")
 		})
 	}
 	wg.Wait()
@@ -259,7 +259,7 @@ func TestParallelGuessesAreBounded(t *testing.T) {
 	if compared != 3 || locked != guesses-3 {
 		t.Fatalf("%d guesses compared, %d refused as locked; want 3 and %d", compared, locked, guesses-3)
 	}
-	if _, err := f.svc.Login(context.Background(), f.db, tenantID, "ada@example.com", "correct horse battery"); !apperr.IsLocked(err) {
+	if _, err := f.svc.Login(context.Background(), f.db, tenantID, tenantdb.LastLoginVersion, "ada@example.com", "correct horse battery"); !apperr.IsLocked(err) {
 		t.Fatalf("the right password during the lock: %v, want locked", err)
 	}
 }
@@ -419,7 +419,7 @@ func TestChangePassword(t *testing.T) {
 	if _, err := f.svc.Refresh(ctx, f.db, tenantID, fresh.RefreshToken); err != nil {
 		t.Errorf("refresh token returned by the change: %v", err)
 	}
-	if _, err := f.svc.Login(ctx, f.db, tenantID, "ada@example.com", "correct horse battery"); !errors.Is(err, auth.ErrInvalidCredentials) {
+	if _, err := f.svc.Login(ctx, f.db, tenantID, tenantdb.LastLoginVersion, "ada@example.com", "correct horse battery"); !errors.Is(err, auth.ErrInvalidCredentials) {
 		t.Errorf("login with the old password: err = %v", err)
 	}
 	f.login(t, "ada@example.com", "a new good password")

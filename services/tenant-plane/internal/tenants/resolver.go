@@ -37,6 +37,10 @@ type Options struct {
 	// recently used go first. Two bounds, so that a flood of random ids
 	// churns only the second and never pushes out real tenants.
 	Size, NegativeSize int
+	// MinSchemaVersion is the lowest schema version served; a ready tenant
+	// below it is kept for NegativeTTL only, so that it is served soon
+	// after its migration even if the event announcing it is lost.
+	MinSchemaVersion int
 }
 
 // Resolver caches tenant lookups: a TTL per entry, one lookup in flight per
@@ -203,10 +207,10 @@ func (r *Resolver) lookup(e *entry, id int64, gen uint64) (Tenant, error) {
 }
 
 // ttl keeps ready tenants long and every other status briefly: a tenant
-// that finishes provisioning or is resumed must not wait a whole TTL when
-// the event announcing it is lost.
+// that finishes provisioning, is resumed or is migrated must not wait a
+// whole TTL when the event announcing it is lost.
 func (r *Resolver) ttl(t Tenant) time.Duration {
-	if t.Status == tenantapi.StatusReady {
+	if t.Status == tenantapi.StatusReady && t.SchemaVersion >= r.opts.MinSchemaVersion {
 		return r.opts.TTL
 	}
 	return r.opts.NegativeTTL

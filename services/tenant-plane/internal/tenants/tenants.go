@@ -20,6 +20,7 @@ var (
 	ErrNotReady     = errors.New("the tenant is still being provisioned")
 	ErrFailed       = errors.New("the tenant could not be provisioned")
 	ErrSuspended    = errors.New("the tenant is suspended")
+	ErrMigrating    = errors.New("the tenant's database is being migrated to a schema version this service works with")
 	ErrUnavailable  = errors.New("the tenant directory is unavailable")
 	errBadDirectory = errors.New("tenants: malformed answer from the control plane")
 )

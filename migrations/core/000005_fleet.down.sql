@@ -1,0 +1,4 @@
+BEGIN;
+DROP TABLE IF EXISTS migration_run_tenant;
+DROP TABLE IF EXISTS migration_run;
+COMMIT;

@@ -1,0 +1,3 @@
+BEGIN;
+ALTER TABLE tenantuser DROP COLUMN IF EXISTS last_login_at;
+COMMIT;
