@@ -7,13 +7,10 @@ import (
 	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -627,48 +624,13 @@ func TestFleetAPI(t *testing.T) {
 func TestFleetCrashConverges(t *testing.T) {
 	t.Parallel()
 	const tenants, crashes = 8, 3
-	core := cptest.CoreDatabase(t)
-	nats := testenv.NATS(t)
-	smtp := testenv.SMTP(t)
-	publicAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	internalAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	logs, err := os.Create(filepath.Join(t.TempDir(), "control-plane.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	child := &childControlPlane{bin: buildControlPlane(t), logs: logs, env: []string{
-		"PATH=" + os.Getenv("PATH"),
-		"ENV=test",
-		"LOG_LEVEL=info",
-		"DATABASE_URL=" + core,
-		"NATS_URL=" + nats.URL(),
-		"HTTP_ADDR=" + publicAddr,
-		"INTERNAL_ADDR=" + internalAddr,
-		"PUBLIC_URL=http://tenantbase.test",
-		"KEYS_DIR=" + t.TempDir(),
-		"BCRYPT_COST=4",
-		"SMTP_ADDR=" + smtp.Addr(),
-		"SERVICE_TOKEN=" + cptest.ServiceToken,
-		"BOOTSTRAP_ADMIN_EMAIL=" + cptest.AdminEmail,
-		"BOOTSTRAP_ADMIN_PASSWORD=" + cptest.AdminPassword,
+	child := startChildControlPlane(t,
 		// Slow steps leave time to be killed inside one, before its commit.
 		"TENANT_MIGRATE_STEP_DELAY=300ms",
 		"JOB_TIMEOUT=10s",
 		"JOB_RESCUE_AFTER=10s",
-	}}
-	t.Cleanup(func() {
-		if child.cmd != nil && child.cmd.ProcessState == nil {
-			_ = child.cmd.Process.Signal(syscall.SIGTERM)
-			_ = child.cmd.Wait()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("child logs:\n%s", b)
-		}
-	})
-	publicURL := "http://" + publicAddr
-	child.start(t, publicURL)
-	api := cptest.NewClient(t, publicURL, "http://"+internalAddr, smtp)
+	)
+	core, api := child.Core, child.API
 	owner := api.SignUpOwner(t, "owner@example.com", ownerPassword)
 	var ids []int64
 	for i := range tenants {
@@ -704,7 +666,7 @@ func TestFleetCrashConverges(t *testing.T) {
 		time.Sleep(time.Duration(rand.Int64N(int64(700 * time.Millisecond))))
 		child.kill(t)
 		t.Logf("round %d: killed with counts %+v", round, now.Counts)
-		child.start(t, publicURL)
+		child.start(t)
 	}
 	run = waitChildRun(t, api, admin, run.ID, "completed")
 	if run.Counts.Done != tenants {

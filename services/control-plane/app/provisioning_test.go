@@ -274,10 +274,66 @@ func TestProvisioningWithLimitedAdmin(t *testing.T) {
 // childControlPlane is the control plane binary run as a child process, so
 // that a test can kill it.
 type childControlPlane struct {
-	bin  string
-	env  []string
-	logs *os.File
-	cmd  *exec.Cmd
+	// Core is the core database, NATS the event server and API a client
+	// of the child's listeners.
+	Core string
+	NATS *testenv.NATSServer
+	API  *cptest.Client
+	// Env is the environment the next start uses.
+	Env []string
+
+	bin       string
+	logs      *os.File
+	cmd       *exec.Cmd
+	publicURL string
+}
+
+// startChildControlPlane builds the binary and starts it on a core
+// database, NATS and mail server of its own, with the test settings and
+// then extra (later ones win); it is stopped when the test ends, and its
+// logs are printed if the test failed.
+func startChildControlPlane(t *testing.T, extra ...string) *childControlPlane {
+	t.Helper()
+	c := &childControlPlane{Core: cptest.CoreDatabase(t), NATS: testenv.NATS(t), bin: buildControlPlane(t)}
+	smtp := testenv.SMTP(t)
+	publicAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	internalAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	logs, err := os.Create(filepath.Join(t.TempDir(), "control-plane.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.logs = logs
+	c.Env = append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"ENV=test",
+		"LOG_LEVEL=info",
+		"DATABASE_URL=" + c.Core,
+		"NATS_URL=" + c.NATS.URL(),
+		"HTTP_ADDR=" + publicAddr,
+		"INTERNAL_ADDR=" + internalAddr,
+		"PUBLIC_URL=http://tenantbase.test",
+		"KEYS_DIR=" + t.TempDir(),
+		"BCRYPT_COST=4",
+		"SMTP_ADDR=" + smtp.Addr(),
+		"SMTP_REQUIRE_TLS=false",
+		"SERVICE_TOKEN=" + cptest.ServiceToken,
+		"BOOTSTRAP_ADMIN_EMAIL=" + cptest.AdminEmail,
+		"BOOTSTRAP_ADMIN_PASSWORD=" + cptest.AdminPassword,
+	}, extra...)
+	t.Cleanup(func() {
+		if c.cmd != nil && c.cmd.ProcessState == nil {
+			_ = c.cmd.Process.Signal(syscall.SIGTERM)
+			_ = c.cmd.Wait()
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			t.Logf("child logs:\n%s", b)
+		}
+	})
+	c.publicURL = "http://" + publicAddr
+	c.start(t)
+	c.API = cptest.NewClient(t, c.publicURL, "http://"+internalAddr, smtp)
+	return c
 }
 
 func buildControlPlane(t *testing.T) string {
@@ -291,10 +347,11 @@ func buildControlPlane(t *testing.T) string {
 	return bin
 }
 
-func (c *childControlPlane) start(t *testing.T, publicURL string) {
+// start starts the binary with Env and waits until it is healthy.
+func (c *childControlPlane) start(t *testing.T) {
 	t.Helper()
 	cmd := exec.Command(c.bin)
-	cmd.Env = c.env
+	cmd.Env = c.Env
 	cmd.Stdout = c.logs
 	cmd.Stderr = c.logs
 	if err := cmd.Start(); err != nil {
@@ -302,7 +359,7 @@ func (c *childControlPlane) start(t *testing.T, publicURL string) {
 	}
 	c.cmd = cmd
 	testenv.Eventually(t, time.Minute, func() bool {
-		res, err := http.Get(publicURL + "/health")
+		res, err := http.Get(c.publicURL + "/health")
 		if err != nil {
 			return false
 		}
@@ -333,31 +390,8 @@ func TestProvisioningCrashConverges(t *testing.T) {
 	// One job at a time: each kill strands exactly the provisioning it hit
 	// (until River rescues it), and the next process starts the next one.
 	orgs := kills + 4
-	core := cptest.CoreDatabase(t)
-	nats := testenv.NATS(t)
-	smtp := testenv.SMTP(t)
-	publicAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	internalAddr := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	dir := t.TempDir()
-	logs, err := os.Create(filepath.Join(dir, "control-plane.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	marker := filepath.Join(dir, "steps")
+	marker := filepath.Join(t.TempDir(), "steps")
 	base := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"ENV=test",
-		"LOG_LEVEL=info",
-		"DATABASE_URL=" + core,
-		"NATS_URL=" + nats.URL(),
-		"HTTP_ADDR=" + publicAddr,
-		"INTERNAL_ADDR=" + internalAddr,
-		"PUBLIC_URL=http://tenantbase.test",
-		"KEYS_DIR=" + t.TempDir(),
-		"BCRYPT_COST=4",
-		"SMTP_ADDR=" + smtp.Addr(),
-		"SMTP_REQUIRE_TLS=false",
-		"SERVICE_TOKEN=" + cptest.ServiceToken,
 		"WORKERS=1",
 		"PROVISION_RETRY_BACKOFF=100ms",
 		"PROVISION_STEP_MARKER=" + marker,
@@ -366,20 +400,8 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		"JOB_RESCUE_AFTER=5s",
 	}
 	// The pause after each marker is the moment a kill lands in.
-	child := &childControlPlane{bin: buildControlPlane(t), logs: logs, env: append(slices.Clone(base), "PROVISION_STEP_DELAY=300ms")}
-	t.Cleanup(func() {
-		if child.cmd != nil && child.cmd.ProcessState == nil {
-			_ = child.cmd.Process.Signal(syscall.SIGTERM)
-			_ = child.cmd.Wait()
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logs.Name())
-			t.Logf("child logs:\n%s", b)
-		}
-	})
-	publicURL := "http://" + publicAddr
-	child.start(t, publicURL)
-	api := cptest.NewClient(t, publicURL, "http://"+internalAddr, smtp)
+	child := startChildControlPlane(t, append(slices.Clone(base), "PROVISION_STEP_DELAY=300ms")...)
+	core, api := child.Core, child.API
 	owner := api.SignUpOwner(t, "owner@example.com", ownerPassword)
 	var ids []int64
 	for i := range orgs {
@@ -410,15 +432,15 @@ func TestProvisioningCrashConverges(t *testing.T) {
 			t.Fatalf("kill %d hit organization %d again (first before %s): a killed provisioning must wait for its rescue", k+1, org, prev)
 		}
 		hit[org] = step
-		child.start(t, publicURL)
+		child.start(t)
 	}
 	t.Logf("%d kills, each before a step of an organization in flight: %v", kills, hit)
 
 	// The last process runs without pauses; once it leads (the killed
 	// leader's lease runs out first), it rescues the stranded attempts.
 	child.kill(t)
-	child.env = append(slices.Clone(base), "PROVISION_STEP_DELAY=0s")
-	child.start(t, publicURL)
+	child.Env = append(child.Env, "PROVISION_STEP_DELAY=0s")
+	child.start(t)
 	for _, id := range ids {
 		api.WaitStatus(t, owner.AccessToken, id, "ready", 3*time.Minute)
 	}
@@ -452,7 +474,7 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		t.Errorf("orphans tagged by this deployment: %v", perTag)
 	}
 
-	created := cptest.Subscribe(t, nats.URL(), events.TenantCreated)
+	created := cptest.Subscribe(t, child.NATS.URL(), events.TenantCreated)
 	created.WaitFor(t, orgs, time.Minute)
 	cptest.OutboxDrained(t, core, 30*time.Second)
 	got := created.Drain(t, 30*time.Second)
