@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/cptest"
 )
 
@@ -221,4 +222,68 @@ func TestUsageErrors(t *testing.T) {
 	if r := c.expect(t, 0, "orgs"); !strings.Contains(r.stdout, "Available Commands") {
 		t.Fatalf("a group alone prints its help: %s", r)
 	}
+}
+
+// proc is tenantctl running in the background.
+type proc struct {
+	cmd            *exec.Cmd
+	stdout, stderr *testenv.LogBuffer
+	done           chan struct{}
+	err            error
+}
+
+// start runs tenantctl with args in the background until the test ends
+// or stop.
+func (c *cli) start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{cmd: c.command(ctx, args...), stdout: &testenv.LogBuffer{}, stderr: &testenv.LogBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-p.done
+	})
+	return p
+}
+
+// waitFor waits until stream holds text.
+func (p *proc) waitFor(t *testing.T, stream *testenv.LogBuffer, text string) {
+	t.Helper()
+	testenv.Eventually(t, time.Minute, func() bool {
+		select {
+		case <-p.done:
+			t.Fatalf("tenantctl ended (%v) before printing %q\nstdout:\n%s\nstderr:\n%s", p.err, text, p.stdout, p.stderr)
+		default:
+		}
+		return strings.Contains(stream.String(), text)
+	}, "tenantctl printed "+text)
+}
+
+// interrupt sends SIGINT, as Ctrl-C does, and returns the exit code.
+func (p *proc) interrupt(t *testing.T) int {
+	t.Helper()
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(time.Minute):
+		t.Fatal("tenantctl did not end on SIGINT")
+	}
+	var exit *exec.ExitError
+	if errors.As(p.err, &exit) {
+		return exit.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return 0
 }
