@@ -117,7 +117,12 @@ func TestLoginWhoamiLogout(t *testing.T) {
 	r = c.expect(t, 4, "whoami", "--url", other.PublicURL)
 	expectProblem(t, r, 4, "not_logged_in")
 
-	refresh := f.Sessions[cp.PublicURL].RefreshToken
+	// Logging in again ends the session it replaces.
+	first := f.Sessions[cp.PublicURL].RefreshToken
+	c.loginAdmin(t)
+	cp.Do(t, http.MethodPost, "/auth/refresh", "", map[string]string{"refresh_token": first}).Expect(t, http.StatusUnauthorized)
+
+	refresh := readSession(t, c).Sessions[cp.PublicURL].RefreshToken
 	r = c.expect(t, 0, "logout")
 	if !strings.Contains(r.stderr, "Logged out of "+cp.PublicURL) {
 		t.Fatalf("logout: %s", r)

@@ -53,7 +53,8 @@ type Request struct {
 	Anonymous bool
 }
 
-// Get, Post, Patch and Delete build the requests of most commands.
+// Get is a GET of path with query (nil for none); it, Post, Patch and
+// Delete build the requests of most commands.
 func Get(path string, query url.Values) Request {
 	return Request{Method: http.MethodGet, Path: path, Query: query}
 }
