@@ -93,9 +93,10 @@ run: ## Start the whole system locally (both services, NATS, Postgres, ingress o
 	@go build -o .local/bin/devstack ./deploy/cmd/devstack
 	@exec .local/bin/devstack
 
-build: ## Build both services into ./bin
+build: ## Build both services and the admin command line tenantctl into ./bin
 	@mkdir -p bin
 	cd services/control-plane && go build -o ../../bin/control-plane .
+	cd services/control-plane && go build -o ../../bin/tenantctl ./cmd/tenantctl
 	cd services/tenant-plane && go build -o ../../bin/tenant-plane .
 
 fmt: ## gofmt every module

@@ -1,0 +1,239 @@
+// Command tenantctl is the platform admin's command line: it drives the
+// control plane's public API (never a database) with subcommands in the
+// habits of kubectl and gh.
+//
+//	tenantctl login --email admin@example.com
+//	tenantctl orgs create Acme --owner-id 7 --wait
+//	tenantctl orgs list -o json | jq '.items[] | select(.status == "failed") | .id'
+//
+// Every command takes --output table|json: tables on a terminal, JSON (the
+// API's own objects; lists as one {"items", "next_cursor": null} page
+// holding every item) otherwise. --wait follows a long operation with a
+// progress bar on a terminal and plain lines elsewhere, on stderr.
+//
+// Exit codes: 0 success, 1 the operation failed, 2 usage error, 3 not
+// found, 4 not authenticated or not allowed (130 when interrupted).
+//
+// A command group is one file: a function returning its *cobra.Command,
+// added in rootCmd, whose commands call a.client.Do or a.client.List and
+// print with a.out (and a.wait for --wait).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"tenantbase/services/control-plane/cmd/tenantctl/internal/api"
+)
+
+// Exit codes scripts can rely on.
+const (
+	exitFailed      = 1
+	exitUsage       = 2
+	exitNotFound    = 3
+	exitAuth        = 4
+	exitInterrupted = 130
+)
+
+// defaultURL is the control plane of `make run`.
+const defaultURL = "http://127.0.0.1:8000"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
+
+// ctl is what every command shares: the streams, the global flags and,
+// once they are read, the client and the printer.
+type ctl struct {
+	stdin, stdout, stderr *os.File
+
+	urlFlag string
+	output  string
+
+	store  *api.Store
+	client *api.Client
+	out    printer
+}
+
+func run(ctx context.Context, args []string) int {
+	a := &ctl{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}
+	root := a.rootCmd()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return 0
+	}
+	code := exitCode(err)
+	a.report(cmd, err, code)
+	return code
+}
+
+func (a *ctl) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:               "tenantctl",
+		Short:             "Drive the tenantbase control plane: organizations, users, events",
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: a.setup,
+	}
+	root.PersistentFlags().StringVar(&a.urlFlag, "url", "",
+		"control plane URL (default $TENANTCTL_URL, else the URL of the last login, else "+defaultURL+")")
+	root.PersistentFlags().StringVarP(&a.output, "output", "o", "",
+		"output format, table or json (default table on a terminal, json otherwise)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.eventsCmd())
+	return root
+}
+
+// setup reads the global flags before any command runs.
+func (a *ctl) setup(*cobra.Command, []string) error {
+	switch a.output {
+	case "":
+		a.out = printer{w: a.stdout, json: !isTerminal(a.stdout)}
+	case "table", "json":
+		a.out = printer{w: a.stdout, json: a.output == "json"}
+	default:
+		return usage(fmt.Errorf("--output must be table or json, not %q", a.output))
+	}
+	path, err := api.DefaultPath()
+	if err != nil {
+		return err
+	}
+	a.store = &api.Store{Path: path}
+	base, err := a.baseURL()
+	if err != nil {
+		return err
+	}
+	a.client = api.NewClient(base, a.store, "tenantctl")
+	return nil
+}
+
+// baseURL is --url, else TENANTCTL_URL, else the control plane of the last
+// login, else the local default.
+func (a *ctl) baseURL() (string, error) {
+	raw := a.urlFlag
+	if raw == "" {
+		raw = os.Getenv("TENANTCTL_URL")
+	}
+	if raw == "" {
+		if f, err := a.store.Load(); err == nil && f.Current != "" {
+			raw = f.Current
+		}
+	}
+	if raw == "" {
+		raw = defaultURL
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", usage(fmt.Errorf("the control plane URL must be http(s)://host[:port][/path], not %q", raw))
+	}
+	return strings.TrimRight(u.String(), "/"), nil
+}
+
+// exitError ends tenantctl with its code.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usage(err error) error { return &exitError{code: exitUsage, err: err} }
+
+func failed(err error) error { return &exitError{code: exitFailed, err: err} }
+
+// runE adapts a command's function to cobra. Errors of the command itself
+// that carry no exit code are failures (1); errors cobra returns without
+// running a command (unknown flags and commands, wrong arguments) are
+// usage errors (2), see exitCode.
+func (a *ctl) runE(fn func(ctx context.Context, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := fn(cmd.Context(), args)
+		var apiErr *api.Error
+		var exit *exitError
+		switch {
+		case err == nil, errors.As(err, &apiErr), errors.As(err, &exit):
+			return err
+		case errors.Is(err, context.Canceled):
+			return &exitError{code: exitInterrupted, err: errors.New("interrupted")}
+		default:
+			return failed(err)
+		}
+	}
+}
+
+func exitCode(err error) int {
+	var exit *exitError
+	var apiErr *api.Error
+	switch {
+	case errors.As(err, &exit):
+		return exit.code
+	case errors.As(err, &apiErr):
+		switch apiErr.Status {
+		case http.StatusUnauthorized, http.StatusForbidden:
+			return exitAuth
+		case http.StatusNotFound:
+			return exitNotFound
+		case http.StatusBadRequest, http.StatusUnprocessableEntity:
+			// The request the command line made is invalid: a usage error.
+			return exitUsage
+		default:
+			return exitFailed
+		}
+	default:
+		return exitUsage
+	}
+}
+
+// report prints err on stderr: a problem's detail and code, the fields it
+// names, and for usage errors where to find the usage.
+func (a *ctl) report(cmd *cobra.Command, err error, code int) {
+	fmt.Fprintln(a.stderr, "tenantctl:", clean(err.Error()))
+	var apiErr *api.Error
+	if errors.As(err, &apiErr) {
+		for _, f := range apiErr.Fields {
+			fmt.Fprintf(a.stderr, "  %s: %s\n", clean(f.Field), clean(f.Message))
+		}
+	}
+	if code == exitUsage && cmd != nil && apiErr == nil {
+		fmt.Fprintf(a.stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+}
+
+// group is a command that only holds subcommands: alone it prints its
+// help, with an unknown subcommand it is a usage error.
+func group(name, short string, aliases ...string) *cobra.Command {
+	return &cobra.Command{
+		Use:     name,
+		Short:   short,
+		Aliases: aliases,
+		Args:    cobra.NoArgs,
+		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+}
+
+// idArg parses the id argument of a command.
+func idArg(what, s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		return 0, usage(fmt.Errorf("%s id must be a positive integer, not %q", what, s))
+	}
+	return id, nil
+}
+
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

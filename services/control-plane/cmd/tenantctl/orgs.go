@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"tenantbase/services/control-plane/cmd/tenantctl/internal/api"
+)
+
+// orgColumns are the columns of `orgs list`.
+var orgColumns = []string{"id", "name", "owner_id", "status", "schema_version", "created_at"}
+
+// defaultChunkSize is the page size of list requests (the API's maximum).
+const defaultChunkSize = 200
+
+func (a *ctl) orgsCmd() *cobra.Command {
+	cmd := group("orgs", "Organizations (tenants) and their databases", "organizations", "org")
+	cmd.AddCommand(a.orgsList(), a.orgsGet(), a.orgsCreate(),
+		a.orgChange("retry", "Provision a failed organization again", "POST", "/organizations/%d/retry", "provisioning", "ready"),
+		a.orgChange("suspend", "Suspend a ready organization: the tenant plane refuses its requests", "POST", "/admin/organizations/%d/suspend", "", ""),
+		a.orgChange("resume", "Resume a suspended organization", "POST", "/admin/organizations/%d/resume", "", ""),
+		a.orgChange("delete", "Delete an organization with its database", "DELETE", "/organizations/%d", "deleting", "deleted"),
+	)
+	return cmd
+}
+
+func (a *ctl) orgsList() *cobra.Command {
+	var status string
+	var owner int64
+	var chunk int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "List organizations, newest first (every page)",
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(ctx context.Context, _ []string) error {
+			if err := checkChunk(chunk); err != nil {
+				return err
+			}
+			q := url.Values{}
+			if status != "" {
+				q.Set("status", status)
+			}
+			items, err := a.client.List(ctx, "/organizations", q, chunk)
+			if err != nil {
+				return err
+			}
+			if owner != 0 {
+				// GET /organizations has no owner filter; the admin list
+				// of the admin-operations API will take owner_id.
+				items, err = filter(items, func(o orgSummary) bool { return o.OwnerID == owner })
+				if err != nil {
+					return err
+				}
+			}
+			return a.out.list(items, orgColumns...)
+		}),
+	}
+	cmd.Flags().StringVar(&status, "status", "", "only organizations in this status (provisioning, ready, failed, suspended, deleting, deleted)")
+	cmd.Flags().Int64Var(&owner, "owner", 0, "only organizations of this owner (user id)")
+	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, "organizations per request (1 to 200); every page is printed")
+	return cmd
+}
+
+func (a *ctl) orgsGet() *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID",
+		Short: "Show one organization and its provisioning state",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(ctx context.Context, args []string) error {
+			id, err := idArg("organization", args[0])
+			if err != nil {
+				return err
+			}
+			org, err := a.getOrg(ctx, id)
+			if err != nil {
+				return err
+			}
+			return a.out.object(org)
+		}),
+	}
+}
+
+func (a *ctl) orgsCreate() *cobra.Command {
+	var ownerID int64
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Create an organization; its database is provisioned in the background",
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(ctx context.Context, args []string) error {
+			body := map[string]any{"name": args[0]}
+			if ownerID != 0 {
+				body["owner_id"] = ownerID
+			}
+			var org json.RawMessage
+			if err := a.client.Do(ctx, api.Post("/organizations", body), &org); err != nil {
+				return err
+			}
+			if !wait {
+				return a.out.object(org)
+			}
+			return a.waitOrg(ctx, org, "provisioning", "ready")
+		}),
+	}
+	cmd.Flags().Int64Var(&ownerID, "owner-id", 0, "create it for this verified owner (user id) instead of yourself")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is ready or failed, showing progress")
+	return cmd
+}
+
+// orgChange is a command that changes an organization's status with one
+// request; with pending set it takes --wait, which follows the
+// organization while its status is pending and succeeds when it reaches
+// ok.
+func (a *ctl) orgChange(name, short, method, pathFormat, pending, ok string) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   name + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(ctx context.Context, args []string) error {
+			id, err := idArg("organization", args[0])
+			if err != nil {
+				return err
+			}
+			var org json.RawMessage
+			if err := a.client.Do(ctx, api.Request{Method: method, Path: fmt.Sprintf(pathFormat, id)}, &org); err != nil {
+				return err
+			}
+			if !wait {
+				return a.out.object(org)
+			}
+			return a.waitOrg(ctx, org, pending, ok)
+		}),
+	}
+	if pending != "" {
+		cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is "+ok+", showing progress")
+	}
+	return cmd
+}
+
+// orgSummary is what tenantctl itself reads of an organization.
+type orgSummary struct {
+	ID           int64   `json:"id"`
+	Name         string  `json:"name"`
+	OwnerID      int64   `json:"owner_id"`
+	Status       string  `json:"status"`
+	StatusDetail *string `json:"status_detail"`
+}
+
+func (a *ctl) getOrg(ctx context.Context, id int64) (json.RawMessage, error) {
+	var org json.RawMessage
+	err := a.client.Do(ctx, api.Get("/organizations/"+strconv.FormatInt(id, 10), nil), &org)
+	return org, err
+}
+
+// waitOrg follows the organization while its status is pending; it
+// succeeds if the status it ends in is ok.
+func (a *ctl) waitOrg(ctx context.Context, org json.RawMessage, pending, ok string) error {
+	first, err := orgProgress(org, pending, ok)
+	if err != nil {
+		return err
+	}
+	var o orgSummary
+	_ = json.Unmarshal(org, &o)
+	title := fmt.Sprintf("organization %d (%s)", o.ID, o.Name)
+	return a.wait(ctx, title, first, func(ctx context.Context) (progress, error) {
+		org, err := a.getOrg(ctx, o.ID)
+		if err != nil {
+			return progress{}, err
+		}
+		return orgProgress(org, pending, ok)
+	})
+}
+
+func orgProgress(org json.RawMessage, pending, ok string) (progress, error) {
+	var o orgSummary
+	if err := json.Unmarshal(org, &o); err != nil {
+		return progress{}, err
+	}
+	p := progress{Object: org, Status: o.Status, Ended: o.Status != pending}
+	if p.Ended && o.Status != ok {
+		p.Failure = o.Status
+		if o.StatusDetail != nil {
+			p.Failure += ": " + *o.StatusDetail
+		}
+	}
+	return p, nil
+}
+
+// filter keeps the items for which keep holds, decoded as T.
+func filter[T any](items []json.RawMessage, keep func(T) bool) ([]json.RawMessage, error) {
+	out := []json.RawMessage{}
+	for _, raw := range items {
+		var v T
+		if err := json.Unmarshal(raw, &v); err != nil {
+			return nil, err
+		}
+		if keep(v) {
+			out = append(out, raw)
+		}
+	}
+	return out, nil
+}
+
+func checkChunk(n int) error {
+	if n < 1 || n > defaultChunkSize {
+		return usage(fmt.Errorf("--chunk-size must be 1 to %d, not %d", defaultChunkSize, n))
+	}
+	return nil
+}
