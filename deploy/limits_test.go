@@ -29,7 +29,7 @@ func TestIngressLimitsAgree(t *testing.T) {
 	}
 	bursts := func(name string) []int {
 		var out []int
-		for _, m := range regexp.MustCompile(`limit_req zone=` + name + ` burst=(\d+) nodelay;`).FindAllStringSubmatch(conf, -1) {
+		for _, m := range regexp.MustCompile(`limit_req zone=`+name+` burst=(\d+) nodelay;`).FindAllStringSubmatch(conf, -1) {
 			n, _ := strconv.Atoi(m[1])
 			out = append(out, n)
 		}
