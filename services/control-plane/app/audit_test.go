@@ -111,6 +111,20 @@ func TestAuditLog(t *testing.T) {
 		h.do(t, http.MethodGet, "/admin/audit", nil, withToken(otherTok.AccessToken)).expect(t, http.StatusForbidden, "admin_required")
 	})
 
+	t.Run("the right password on the locking attempt lifts its lock", func(t *testing.T) {
+		u, _ := h.signUp(t, "lucky@example.com", "lucky-password-1", false)
+		for range 2 {
+			h.do(t, http.MethodPost, "/auth/login", map[string]string{"email": u.Email, "password": "wrong-password"}).
+				expect(t, http.StatusUnauthorized, "invalid_credentials")
+		}
+		h.login(t, u.Email, "lucky-password-1") // the third attempt: it locks, then the password is right
+		h.login(t, u.Email, "lucky-password-1")
+		got := actions(h.audit(t, admin.AccessToken, "target_type=user&target_id="+id(u.ID)))
+		if !slices.Equal(got, []string{"user.create", "user.verify", "user.lock", "user.unlock"}) {
+			t.Fatalf("audit of the lucky user %v", got)
+		}
+	})
+
 	t.Run("filters", func(t *testing.T) {
 		byAdmin := h.audit(t, admin.AccessToken, "actor_id="+id(adminUser.ID))
 		if len(byAdmin) == 0 || slices.ContainsFunc(byAdmin, func(e auditEntry) bool { return e.ActorID == nil || *e.ActorID != adminUser.ID }) {
