@@ -333,6 +333,12 @@ func TestIngressEndToEnd(t *testing.T) {
 	t.Logf("journey done in %s", time.Since(began).Round(time.Millisecond))
 }
 
+// The platform admin every stack starts with.
+const (
+	e2eAdminEmail    = "admin@tenantbase.test"
+	e2eAdminPassword = "admin-password-1"
+)
+
 // e2eStep runs one step of the journey; the steps after a failed one
 // would only fail for its reason, so the test stops there.
 func e2eStep(t *testing.T, name string, step func(t *testing.T)) {
@@ -407,6 +413,8 @@ func e2eStartStack(t *testing.T) *e2eStack {
 		"SMTP_REQUIRE_TLS=false",
 		"KEYS_DIR="+filepath.Join(s.dir, "control-plane-keys"),
 		"PUBLIC_URL="+s.url,
+		"BOOTSTRAP_ADMIN_EMAIL="+e2eAdminEmail,
+		"BOOTSTRAP_ADMIN_PASSWORD="+e2eAdminPassword,
 	)
 	migrate := exec.Command(bins["control-plane"], "migrate")
 	migrate.Env = cpEnv

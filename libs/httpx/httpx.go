@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 
 	"tenantbase/libs/logctx"
 	"tenantbase/libs/problem"
+	"tenantbase/libs/reqctx"
 )
 
 // MaxBodyBytes bounds every request body; larger bodies get 413.
@@ -43,6 +45,9 @@ type Options struct {
 	Log     *slog.Logger
 	Errors  problem.Table
 	Metrics *Metrics
+	// TrustedProxies are the peers (the ingress) whose X-Real-IP and
+	// X-Forwarded-For name the client; see ClientIP.
+	TrustedProxies []netip.Prefix
 }
 
 // New returns an echo instance with the shared middleware and error handler.
@@ -55,7 +60,9 @@ func New(opts Options) *echo.Echo {
 		Generator: func() string { return uuid.NewString() },
 		RequestIDHandler: func(c echo.Context, id string) {
 			r := c.Request()
-			c.SetRequest(r.WithContext(logctx.With(r.Context(), opts.Log, "request_id", id)))
+			ctx := logctx.With(r.Context(), opts.Log, "request_id", id)
+			ctx = reqctx.With(ctx, reqctx.Info{ID: id, ClientIP: ClientIP(r, opts.TrustedProxies)})
+			c.SetRequest(r.WithContext(ctx))
 		},
 	}))
 	e.Use(observe(opts.Metrics))

@@ -51,6 +51,29 @@ type Config struct {
 	// PublicURL is where verification links point; empty means the ingress.
 	PublicURL string `envconfig:"PUBLIC_URL"`
 	LogLevel  string `envconfig:"LOG_LEVEL" default:"info"`
+	// The ingress's rate limits; zero keeps nginx.conf's (ingress.DefaultLimits).
+	AuthRate    float64 `envconfig:"INGRESS_AUTH_RATE"`
+	AuthBurst   int     `envconfig:"INGRESS_AUTH_BURST"`
+	TenantRate  float64 `envconfig:"INGRESS_TENANT_RATE"`
+	TenantBurst int     `envconfig:"INGRESS_TENANT_BURST"`
+}
+
+// limits are the ingress's limits: nginx.conf's unless overridden.
+func (c Config) limits() ingress.Limits {
+	l := ingress.DefaultLimits
+	if c.AuthRate > 0 {
+		l.AuthRate = c.AuthRate
+	}
+	if c.AuthBurst > 0 {
+		l.AuthBurst = c.AuthBurst
+	}
+	if c.TenantRate > 0 {
+		l.TenantRate = c.TenantRate
+	}
+	if c.TenantBurst > 0 {
+		l.TenantBurst = c.TenantBurst
+	}
+	return l
 }
 
 func run() error {
@@ -147,6 +170,7 @@ func run() error {
 		Handler: ingress.New(
 			&url.URL{Scheme: "http", Host: cpAddrs.public},
 			&url.URL{Scheme: "http", Host: tpAddrs.public},
+			cfg.limits(),
 			log.With("service", "ingress")),
 		ReadHeaderTimeout: 10 * time.Second,
 	}

@@ -1,6 +1,7 @@
 // Package ingress routes public requests the way the production ingress
 // does, for local runs: no X-TENANT header -> control plane, X-TENANT set ->
-// tenant plane. Internal endpoints are never reachable through it.
+// tenant plane. Internal endpoints are never reachable through it, and it
+// enforces nginx.conf's rate limits (Limits).
 package ingress
 
 import (
@@ -12,6 +13,7 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path"
+	"strconv"
 	"strings"
 
 	"tenantbase/libs/problem"
@@ -25,13 +27,16 @@ const TenantHeader = "X-TENANT"
 const RequestIDHeader = "X-Request-ID"
 
 // New returns the routing handler. An empty X-TENANT counts as absent, as
-// with nginx's $http_x_tenant.
-func New(controlPlane, tenantPlane *url.URL, log *slog.Logger) http.Handler {
+// with nginx's $http_x_tenant. Requests over a limit get 429 rate_limited
+// with Retry-After and never reach a plane.
+func New(controlPlane, tenantPlane *url.URL, lim Limits, log *slog.Logger) http.Handler {
 	proxy := func(target *url.URL, name string) *httputil.ReverseProxy {
 		return &httputil.ReverseProxy{
 			Rewrite: func(r *httputil.ProxyRequest) {
 				r.SetURL(target)
 				r.SetXForwarded()
+				// As nginx does: the planes trust it from the ingress only.
+				r.Out.Header.Set("X-Real-IP", clientAddr(r.In))
 				r.Out.Host = r.In.Host
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
@@ -42,6 +47,7 @@ func New(controlPlane, tenantPlane *url.URL, log *slog.Logger) http.Handler {
 	}
 	cp := proxy(controlPlane, "control plane")
 	tp := proxy(tenantPlane, "tenant plane")
+	limits := newLimits(lim)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isInternal(r.URL.Path) {
 			writeProblem(w, problem.New(http.StatusNotFound, "not_found", "no such endpoint"))
@@ -49,6 +55,12 @@ func New(controlPlane, tenantPlane *url.URL, log *slog.Logger) http.Handler {
 		}
 		if r.Header.Get(RequestIDHeader) == "" {
 			r.Header.Set(RequestIDHeader, newRequestID())
+		}
+		if ok, wait := limits.admit(r); !ok {
+			w.Header().Set(RequestIDHeader, r.Header.Get(RequestIDHeader))
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter(wait)))
+			writeProblem(w, problem.New(http.StatusTooManyRequests, "rate_limited", "too many requests; retry after the time in Retry-After"))
+			return
 		}
 		if r.Header.Get(TenantHeader) != "" {
 			tp.ServeHTTP(w, r)

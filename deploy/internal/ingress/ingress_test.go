@@ -7,8 +7,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"tenantbase/deploy/internal/ingress"
 )
@@ -42,7 +44,7 @@ func upstream(t *testing.T, plane string) *url.URL {
 }
 
 func TestRouting(t *testing.T) {
-	h := ingress.New(upstream(t, "control"), upstream(t, "tenant"), slog.New(slog.DiscardHandler))
+	h := ingress.New(upstream(t, "control"), upstream(t, "tenant"), ingress.DefaultLimits, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
@@ -131,11 +133,79 @@ func TestUnreachableUpstreamIsBadGateway(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	deadURL, _ := url.Parse(dead.URL)
 	dead.Close()
-	h := ingress.New(deadURL, deadURL, slog.New(slog.DiscardHandler))
+	h := ingress.New(deadURL, deadURL, ingress.DefaultLimits, slog.New(slog.DiscardHandler))
 
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/health", nil))
 	if rec.Code != http.StatusBadGateway || rec.Header().Get("Content-Type") != "application/problem+json" {
 		t.Fatalf("got %d %q, want 502 problem+json", rec.Code, rec.Header().Get("Content-Type"))
+	}
+}
+
+// TestRateLimited checks the answer over a limit: 429 rate_limited as a
+// problem with Retry-After, without reaching the plane, and that requests
+// pass again once the wait is over.
+func TestRateLimited(t *testing.T) {
+	lim := ingress.Limits{AuthRate: 2, AuthBurst: 3, TenantRate: 1000, TenantBurst: 1000, MaxKeys: 100}
+	reached := 0
+	cp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached++
+		w.WriteHeader(http.StatusUnauthorized)
+	}))
+	defer cp.Close()
+	cpURL, _ := url.Parse(cp.URL)
+	srv := httptest.NewServer(ingress.New(cpURL, cpURL, lim, slog.New(slog.DiscardHandler)))
+	defer srv.Close()
+	login := func() *http.Response {
+		res, err := http.Post(srv.URL+"/auth/login", "application/json", strings.NewReader(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		return res
+	}
+	var limited *http.Response
+	passed := 0
+	for range 20 {
+		res := login()
+		if res.StatusCode == http.StatusTooManyRequests {
+			limited = res
+			break
+		}
+		passed++
+	}
+	if limited == nil || passed < 3 {
+		t.Fatalf("limited after %d logins (%v), want the burst of 3 to pass first", passed, limited != nil)
+	}
+	if reached != passed {
+		t.Fatalf("%d requests reached the plane, %d passed: a refused one got through", reached, passed)
+	}
+	if ra, err := strconv.Atoi(limited.Header.Get("Retry-After")); err != nil || ra < 1 {
+		t.Fatalf("Retry-After %q", limited.Header.Get("Retry-After"))
+	}
+	if limited.Header.Get("Content-Type") != "application/problem+json" || limited.Header.Get("X-Request-ID") == "" {
+		t.Fatalf("429 headers %v", limited.Header)
+	}
+	res, err := http.Post(srv.URL+"/auth/login", "application/json", strings.NewReader(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p struct {
+		Status int    `json:"status"`
+		Code   string `json:"code"`
+	}
+	json.NewDecoder(res.Body).Decode(&p)
+	res.Body.Close()
+	if res.StatusCode == http.StatusTooManyRequests && (p.Status != 429 || p.Code != "rate_limited") {
+		t.Fatalf("429 body %+v, want a rate_limited problem", p)
+	}
+	// Recovery: the rate gives a token back within half a second; wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	for login().StatusCode == http.StatusTooManyRequests {
+		if time.Now().After(deadline) {
+			t.Fatal("still limited after 10s at 2 requests per second")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

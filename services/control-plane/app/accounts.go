@@ -1,12 +1,14 @@
 package app
 
 import (
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 
 	"github.com/labstack/echo/v4"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/page"
@@ -157,11 +159,24 @@ func (h accountsAPI) handleUpdateUser(c echo.Context) error {
 		IsOwner    *bool `json:"is_owner"`
 		IsAdmin    *bool `json:"is_admin"`
 		IsVerified *bool `json:"is_verified"`
+		// Absent leaves the limit as it is; null resets it to the default.
+		MaxOrganizations json.RawMessage `json:"max_organizations"`
 	}
 	if err := httpx.Bind(c, &in); err != nil {
 		return err
 	}
-	u, err := h.svc.UpdateUser(c.Request().Context(), id, accounts.UserPatch{IsOwner: in.IsOwner, IsAdmin: in.IsAdmin, IsVerified: in.IsVerified})
+	patch := accounts.UserPatch{IsOwner: in.IsOwner, IsAdmin: in.IsAdmin, IsVerified: in.IsVerified}
+	if in.MaxOrganizations != nil {
+		patch.SetMaxOrganizations = true
+		if string(in.MaxOrganizations) != "null" {
+			var n int
+			if err := json.Unmarshal(in.MaxOrganizations, &n); err != nil {
+				return apperr.Invalid("max_organizations", "must be a whole number or null")
+			}
+			patch.MaxOrganizations = &n
+		}
+	}
+	u, err := h.svc.UpdateUser(c.Request().Context(), id, patch)
 	if err != nil {
 		return err
 	}

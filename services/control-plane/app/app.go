@@ -142,6 +142,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		RefreshTokenTTL: cfg.RefreshTokenTTL,
 		Throttle:        auth.Throttle{MaxFailures: cfg.LoginMaxFailures, Lockout: cfg.LoginLockout},
 		Log:             log,
+
+		DefaultMaxOrganizations: cfg.OwnerMaxOrganizations,
+		InvitationTTL:           cfg.InvitationTTL,
 	})
 	defer accountSvc.Close()
 	if err := ensureBootstrapAdmin(ctx, cfg, accountSvc, log); err != nil {
@@ -223,7 +226,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		n, err := relay.Pending(context.Background())
 		return float64(n), err
 	})
-	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics})
+	trusted, err := httpx.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics, TrustedProxies: trusted})
 	internal := httpx.New(httpx.Options{Log: log, Errors: errorTable})
 	mw := middleware{keys: keys, accounts: accountSvc, serviceToken: cfg.ServiceToken.Reveal()}
 	registerServiceRoutes(public, internal, cfg.Version, keys, pool, metrics)
@@ -231,6 +238,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	registerPasswordRoute(public, passwordAPI{accounts: accountSvc, jobs: jobs}, mw)
 	registerOrganizationRoutes(public, orgAPI{accounts: accountSvc, store: orgs}, mw)
 	registerMigrationRoutes(public, migrationAPI{svc: fleetSvc}, mw)
+	registerAdminRoutes(public, adminAPI{orgAPI: orgAPI{accounts: accountSvc, store: orgs}, db: pool}, mw)
 	registerInternalRoutes(internal, internalAPI{store: orgs, box: box, deployment: dep}, mw)
 
 	listeners, err := httpx.Listen(cfg.HTTPAddr, cfg.InternalAddr)

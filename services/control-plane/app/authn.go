@@ -13,6 +13,7 @@ import (
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/audit"
 )
 
 const claimsKey = "core_claims"
@@ -48,6 +49,9 @@ func (m middleware) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set(claimsKey, &claims)
 		httpx.AddLogAttrs(c, "user_id", claims.Subject)
+		id, _ := subjectID(&claims)
+		r := c.Request()
+		c.SetRequest(r.WithContext(audit.WithActor(r.Context(), id)))
 		return next(c)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"tenantbase/libs/auth"
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
+	"tenantbase/libs/httpx"
 	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/provisioning"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -28,6 +29,12 @@ type Config struct {
 	InternalAddr string `envconfig:"INTERNAL_ADDR" default:"127.0.0.1:8082"`
 	// PublicURL is where users reach the API; verification links point here.
 	PublicURL string `envconfig:"PUBLIC_URL" default:"http://127.0.0.1:8000"`
+	// TrustedProxies are the addresses (CIDR prefixes, comma-separated) of
+	// the ingress: only from them are X-Real-IP and X-Forwarded-For taken
+	// as the client's address (in audit rows). The default trusts loopback
+	// and private networks, where the ingress runs in every shipped setup
+	// and from where alone the public port is reachable (NetworkPolicies).
+	TrustedProxies string `envconfig:"TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"`
 
 	// DatabaseURL is the core database.
 	DatabaseURL config.Secret `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/tenantbase?sslmode=disable"`
@@ -81,6 +88,12 @@ type Config struct {
 	// OwnerSignupPolicy is "open" (anyone may register as an owner) or
 	// "admin" (only platform admins grant is_owner).
 	OwnerSignupPolicy string `envconfig:"OWNER_SIGNUP_POLICY" default:"open"`
+	// OwnerMaxOrganizations is how many organizations (not being deleted)
+	// an owner may have, unless a platform admin set the user's own limit.
+	OwnerMaxOrganizations int `envconfig:"OWNER_MAX_ORGANIZATIONS" default:"10"`
+	// InvitationTTL is how long the link mailed to an owner onboarded by a
+	// platform admin stays valid.
+	InvitationTTL time.Duration `envconfig:"INVITATION_TTL" default:"168h"`
 
 	// SMTPAddr (host:port) sends verification mail; empty logs the link
 	// instead, which production refuses.
@@ -200,6 +213,11 @@ func (c Config) Validate() error {
 	}
 	check(c.OwnerSignupPolicy != "open" && c.OwnerSignupPolicy != "admin",
 		"OWNER_SIGNUP_POLICY must be open or admin, got %q", c.OwnerSignupPolicy)
+	check(c.OwnerMaxOrganizations < 0, "OWNER_MAX_ORGANIZATIONS must not be negative")
+	check(c.InvitationTTL < time.Minute, "INVITATION_TTL must be at least 1m")
+	if _, err := httpx.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
 	check((c.BootstrapAdminEmail == "") != (c.BootstrapAdminPassword == ""),
 		"set both BOOTSTRAP_ADMIN_EMAIL and BOOTSTRAP_ADMIN_PASSWORD, or neither")
 	check(c.ServiceToken == "", "SERVICE_TOKEN is required")

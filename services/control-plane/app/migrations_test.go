@@ -22,8 +22,9 @@ func TestMigrationsUpDownUp(t *testing.T) {
 		files  fs.FS
 		tables []string
 	}{
-		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "migration_run", "migration_run_tenant", "river_job", "river_migration", "river_leader", "river_queue"}},
-		{"tenant", migrations.Tenant, []string{"tenantuser", "refresh_token"}},
+		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "migration_run", "migration_run_tenant",
+			"river_job", "river_migration", "river_leader", "river_queue", "audit_log", "invitation_token", "provisioning_attempt"}},
+		{"tenant", migrations.Tenant, []string{"tenantuser", "refresh_token", "audit_log"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.dir, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/apperr"
@@ -120,7 +121,10 @@ func (o orgAPI) handleCreate(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	org, err := o.store.Create(ctx, name, ownerID)
+	org, err := o.store.CreateWithin(ctx, name, func(tx pgx.Tx) (int64, int, error) {
+		limit, err := o.accounts.LockQuota(ctx, tx, ownerID)
+		return ownerID, limit, err
+	})
 	if err != nil {
 		return err
 	}

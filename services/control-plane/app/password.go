@@ -23,6 +23,7 @@ type passwordAPI struct {
 
 func registerPasswordRoute(e *echo.Echo, h passwordAPI, mw middleware) {
 	e.POST("/auth/password", h.handleChangePassword, mw.requireUser)
+	e.POST("/auth/invitations/accept", h.handleAcceptInvitation)
 }
 
 // handleChangePassword changes the caller's core password. The new hash,
@@ -49,4 +50,27 @@ func (h passwordAPI) handleChangePassword(c echo.Context) error {
 	}
 	httpx.Logger(ctx).Info("password changed")
 	return c.NoContent(http.StatusNoContent)
+}
+
+// handleAcceptInvitation sets the password of an owner a platform admin
+// onboarded, verifies the account and starts a session. The password
+// reaches the owner's tenant databases through the same job as a password
+// change, enqueued in the same transaction.
+func (h passwordAPI) handleAcceptInvitation(c echo.Context) error {
+	ctx := c.Request().Context()
+	var in struct {
+		Token    string `json:"token"`
+		Password string `json:"password"`
+	}
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	t, err := h.accounts.AcceptInvitation(ctx, in.Token, in.Password, func(tx pgx.Tx, userID int64) error {
+		return h.jobs.EnqueueOwnerPasswordSync(ctx, tx, userID)
+	})
+	if err != nil {
+		return err
+	}
+	httpx.Logger(ctx).Info("invitation accepted")
+	return c.JSON(http.StatusOK, t)
 }

@@ -314,6 +314,7 @@ func startChildControlPlane(t *testing.T, extra ...string) *childControlPlane {
 		"PUBLIC_URL=http://tenantbase.test",
 		"KEYS_DIR=" + t.TempDir(),
 		"BCRYPT_COST=4",
+		"OWNER_MAX_ORGANIZATIONS=1000",
 		"SMTP_ADDR=" + smtp.Addr(),
 		"SMTP_REQUIRE_TLS=false",
 		"SERVICE_TOKEN=" + cptest.ServiceToken,

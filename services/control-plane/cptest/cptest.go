@@ -107,6 +107,9 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	cfg.SMTPRequireTLS = false // the test server offers no STARTTLS
 	cfg.ShutdownTimeout = 10 * time.Second
 	cfg.ProvisionRetryBackoff = 50 * time.Millisecond
+	// Tests create many organizations for one owner; the quota test sets
+	// its own limit.
+	cfg.OwnerMaxOrganizations = 1000
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}

@@ -6,9 +6,11 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"tenantbase/libs/apperr"
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
 	"tenantbase/libs/page"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/services/tenant-plane/internal/accounts"
 )
 
@@ -23,6 +25,7 @@ func (a *api) registerAccountRoutes(e *echo.Echo) {
 	e.POST("/profile/password", a.handleChangePassword, a.requireUser)
 	e.GET("/users", a.handleListUsers, a.requireAdmin)
 	e.PATCH("/users/:id", a.handleUpdateUser, a.requireAdmin)
+	e.GET("/audit", a.handleAudit, a.requireAdmin)
 }
 
 type credentials struct {
@@ -141,4 +144,30 @@ func (a *api) handleUpdateUser(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, u)
+}
+
+// handleAudit lists the tenant's user-management audit log for its admins.
+func (a *api) handleAudit(c echo.Context) error {
+	q := c.QueryParams()
+	r, err := page.FromQuery(q)
+	var f tenantdb.AuditFilter
+	f.Action = q.Get("action")
+	errs := []error{err}
+	for name, dst := range map[string]*int64{"actor_id": &f.ActorID, "target_id": &f.TargetID} {
+		if v := q.Get(name); v != "" {
+			id, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || id < 1 {
+				errs = append(errs, apperr.Invalid(name, "must be a user id"))
+			}
+			*dst = id
+		}
+	}
+	if err := apperr.Join(errs...); err != nil {
+		return err
+	}
+	p, err := a.accounts.Audit(c.Request().Context(), tenantScope(c).db, accounts.AuditQuery{AuditFilter: f, Request: r})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, p)
 }

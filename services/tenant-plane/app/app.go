@@ -134,7 +134,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	defer stopEvents()
 
 	// HTTP.
-	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics})
+	trusted, err := httpx.ParseTrustedProxies(cfg.TrustedProxies)
+	if err != nil {
+		return err
+	}
+	public := httpx.New(httpx.Options{Log: log, Errors: errorTable, Metrics: metrics, TrustedProxies: trusted})
 	internal := httpx.New(httpx.Options{Log: log, Errors: errorTable})
 	registerServiceRoutes(public, internal, cfg.Version, keys, metrics)
 	a.registerAccountRoutes(public)

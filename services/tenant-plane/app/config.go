@@ -9,6 +9,7 @@ import (
 	"tenantbase/libs/auth"
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
+	"tenantbase/libs/httpx"
 )
 
 // Config is the tenant plane's whole configuration, read from the
@@ -22,6 +23,10 @@ type Config struct {
 	HTTPAddr string `envconfig:"HTTP_ADDR" default:"127.0.0.1:8083"`
 	// InternalAddr serves /metrics and the JWKS; the ingress never routes to it.
 	InternalAddr string `envconfig:"INTERNAL_ADDR" default:"127.0.0.1:8084"`
+	// TrustedProxies are the addresses (CIDR prefixes, comma-separated) of
+	// the ingress: only from them are X-Real-IP and X-Forwarded-For taken
+	// as the client's address (in the tenant's audit rows).
+	TrustedProxies string `envconfig:"TRUSTED_PROXIES" default:"127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"`
 
 	// ControlPlaneURL is the control plane's internal listener.
 	ControlPlaneURL string        `envconfig:"CONTROL_PLANE_URL" default:"http://127.0.0.1:8082"`
@@ -109,6 +114,9 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("CONTROL_PLANE_URL must be an absolute http(s) URL, got %q", c.ControlPlaneURL))
 	}
 	check(c.ServiceToken == "", "SERVICE_TOKEN is required")
+	if _, err := httpx.ParseTrustedProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.NATSURL == "", "NATS_URL is required")
 	check((c.NATSUser == "") != (c.NATSPassword == ""), "set both NATS_USER and NATS_PASSWORD, or neither")
 	if err := c.eventChannel().Validate(); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/services/tenant-plane/internal/accounts"
 	"tenantbase/services/tenant-plane/internal/pools"
 	"tenantbase/services/tenant-plane/internal/tenants"
@@ -56,6 +57,8 @@ func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 			return tenants.ErrMigrating
 		}
 		d := t.Database
+		r := c.Request()
+		c.SetRequest(r.WithContext(accounts.WithAudit(r.Context(), tenantdb.HasAudit(t.SchemaVersion))))
 		c.Set(scopeKey, scope{tenantID: id, schemaVersion: t.SchemaVersion, db: a.pools.DB(pools.Target{
 			TenantID: id, Host: d.Host, Port: d.Port, Database: d.Name, User: d.User, Password: d.Password.Reveal(),
 		})})
@@ -80,6 +83,8 @@ func (a *api) requireUser(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		httpx.AddLogAttrs(c, "user_id", acc.ID)
+		r := c.Request()
+		c.SetRequest(r.WithContext(accounts.WithActor(r.Context(), acc.ID)))
 		c.Set(accountKey, acc)
 		return next(c)
 	})

@@ -21,6 +21,7 @@ import (
 	"tenantbase/libs/auth"
 	"tenantbase/libs/logctx"
 	"tenantbase/libs/page"
+	"tenantbase/services/control-plane/internal/audit"
 )
 
 // VerificationTTL is how long a verification link stays valid.
@@ -35,16 +36,21 @@ var (
 	ErrTokenExpired          = errors.New("the verification token has expired; ask for a new one")
 	ErrUserNotFound          = errors.New("no such user")
 	ErrLastAdmin             = errors.New("the last platform admin cannot be demoted")
+	ErrInvitationInvalid     = errors.New("the invitation is unknown or was already accepted")
+	ErrInvitationExpired     = errors.New("the invitation has expired; ask a platform admin for a new one")
 )
 
 // User is a core user as the API shows it: never the password hash.
 type User struct {
-	ID         int64     `json:"id"`
-	Email      string    `json:"email"`
-	IsVerified bool      `json:"is_verified"`
-	IsOwner    bool      `json:"is_owner"`
-	IsAdmin    bool      `json:"is_admin"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         int64  `json:"id"`
+	Email      string `json:"email"`
+	IsVerified bool   `json:"is_verified"`
+	IsOwner    bool   `json:"is_owner"`
+	IsAdmin    bool   `json:"is_admin"`
+	// MaxOrganizations is the user's own limit of organizations; nil
+	// means the deployment's default.
+	MaxOrganizations *int      `json:"max_organizations"`
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 // Mailer delivers one plain-text message.
@@ -71,6 +77,11 @@ type Options struct {
 	AccessTokenTTL  time.Duration
 	RefreshTokenTTL time.Duration
 	Throttle        auth.Throttle
+	// DefaultMaxOrganizations is how many organizations (not deleted) an
+	// owner may have unless a platform admin set their own limit.
+	DefaultMaxOrganizations int
+	// InvitationTTL is how long an invitation link stays valid.
+	InvitationTTL time.Duration
 	// Log is for what happens outside a request (mail sent after it);
 	// the request's own logger is used where there is one.
 	Log *slog.Logger
@@ -125,6 +136,10 @@ func (s *Service) Register(ctx context.Context, r Registration) (User, error) {
 		if u, err = insertUser(ctx, tx, newUser{email: email, hash: hash, isOwner: r.IsOwner}); err != nil {
 			return err
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.UserCreate, TargetType: audit.TargetUser, TargetID: audit.ID(u.ID),
+			Detail: map[string]any{"via": "register", "email": u.Email, "is_owner": u.IsOwner}}); err != nil {
+			return err
+		}
 		return insertVerificationToken(ctx, tx, u.ID, tokenHash, VerificationTTL)
 	})
 	if err != nil {
@@ -145,8 +160,10 @@ func (s *Service) Verify(ctx context.Context, token string) (User, error) {
 		if err != nil {
 			return err
 		}
-		u, err = markVerified(ctx, tx, userID)
-		return err
+		if u, err = markVerified(ctx, tx, userID); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: audit.UserVerify, TargetType: audit.TargetUser, TargetID: audit.ID(userID), ActorID: userID})
 	})
 	return u, err
 }
@@ -290,7 +307,14 @@ func (s *Service) EnsureAdmin(ctx context.Context, rawEmail, password string) (b
 	if err != nil {
 		return false, fmt.Errorf("hash password: %w", err)
 	}
-	_, err = insertUser(ctx, s.db, newUser{email: email, hash: hash, isOwner: true, isAdmin: true, isVerified: true})
+	err = pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		u, err := insertUser(ctx, tx, newUser{email: email, hash: hash, isOwner: true, isAdmin: true, isVerified: true})
+		if err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: audit.UserCreate, TargetType: audit.TargetUser, TargetID: audit.ID(u.ID),
+			Detail: map[string]any{"via": "bootstrap", "email": u.Email, "is_owner": true, "is_admin": true}})
+	})
 	if errors.Is(err, ErrEmailTaken) {
 		return false, nil
 	}
@@ -322,13 +346,38 @@ type UserPatch struct {
 	IsOwner    *bool
 	IsAdmin    *bool
 	IsVerified *bool
+	// SetMaxOrganizations sets the user's own limit to MaxOrganizations
+	// (nil: back to the deployment's default).
+	SetMaxOrganizations bool
+	MaxOrganizations    *int
+}
+
+// detail is what the audit log records of the patch.
+func (p UserPatch) detail() map[string]any {
+	d := map[string]any{}
+	if p.IsOwner != nil {
+		d["is_owner"] = *p.IsOwner
+	}
+	if p.IsAdmin != nil {
+		d["is_admin"] = *p.IsAdmin
+	}
+	if p.IsVerified != nil {
+		d["is_verified"] = *p.IsVerified
+	}
+	if p.SetMaxOrganizations {
+		d["max_organizations"] = p.MaxOrganizations
+	}
+	return d
 }
 
 // UpdateUser applies patch to the user with id. Demoting the last
 // platform admin is refused, so the platform always keeps one.
 func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (User, error) {
-	if patch.IsOwner == nil && patch.IsAdmin == nil && patch.IsVerified == nil {
-		return User{}, apperr.Invalid("body", "set at least one of is_owner, is_admin, is_verified")
+	if patch.IsOwner == nil && patch.IsAdmin == nil && patch.IsVerified == nil && !patch.SetMaxOrganizations {
+		return User{}, apperr.Invalid("body", "set at least one of is_owner, is_admin, is_verified, max_organizations")
+	}
+	if patch.MaxOrganizations != nil && (*patch.MaxOrganizations < 0 || *patch.MaxOrganizations > MaxOrganizationsLimit) {
+		return User{}, apperr.Invalid("max_organizations", fmt.Sprintf("must be 0 to %d, or null for the default", MaxOrganizationsLimit))
 	}
 	var u User
 	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
@@ -344,11 +393,17 @@ func (s *Service) UpdateUser(ctx context.Context, id int64, patch UserPatch) (Us
 			}
 		}
 		var err error
-		u, err = updateUserFlags(ctx, tx, id, patch)
-		return err
+		if u, err = updateUserFlags(ctx, tx, id, patch); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: audit.UserUpdate, TargetType: audit.TargetUser, TargetID: audit.ID(id),
+			Detail: patch.detail()})
 	})
 	return u, err
 }
+
+// MaxOrganizationsLimit bounds the limit an admin may set.
+const MaxOrganizationsLimit = 100000
 
 // ChangePassword replaces the password of user id after checking the
 // current one (throttled like a login). The new hash, the revocation of the
@@ -375,6 +430,9 @@ func (s *Service) ChangePassword(ctx context.Context, id int64, current, next st
 			return err
 		}
 		if err := auth.RevokeAllRefresh(ctx, tx, id); err != nil {
+			return err
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.UserPasswordChange, TargetType: audit.TargetUser, TargetID: audit.ID(id)}); err != nil {
 			return err
 		}
 		return changed(tx)

@@ -11,6 +11,7 @@ import (
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/page"
+	"tenantbase/services/control-plane/internal/audit"
 )
 
 // Querier is a pool or a transaction on the core database.
@@ -19,11 +20,11 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const userColumns = `id, email, is_verified, is_owner, is_admin, created_at`
+const userColumns = `id, email, is_verified, is_owner, is_admin, max_organizations, created_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Email, &u.IsVerified, &u.IsOwner, &u.IsAdmin, &u.CreatedAt)
+	err := row.Scan(&u.ID, &u.Email, &u.IsVerified, &u.IsOwner, &u.IsAdmin, &u.MaxOrganizations, &u.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return User{}, ErrUserNotFound
 	}
@@ -128,8 +129,9 @@ func updateUserFlags(ctx context.Context, tx pgx.Tx, id int64, p UserPatch) (Use
 	u, err := scanUser(tx.QueryRow(ctx, `UPDATE coreuser SET
 			is_owner    = COALESCE($2::boolean, is_owner),
 			is_admin    = COALESCE($3::boolean, is_admin),
-			is_verified = COALESCE($4::boolean, is_verified)
-		WHERE id = $1 RETURNING `+userColumns, id, p.IsOwner, p.IsAdmin, p.IsVerified))
+			is_verified = COALESCE($4::boolean, is_verified),
+			max_organizations = CASE WHEN $5 THEN $6::integer ELSE max_organizations END
+		WHERE id = $1 RETURNING `+userColumns, id, p.IsOwner, p.IsAdmin, p.IsVerified, p.SetMaxOrganizations, p.MaxOrganizations))
 	if err != nil && !errors.Is(err, ErrUserNotFound) {
 		return User{}, fmt.Errorf("update user: %w", err)
 	}
@@ -205,26 +207,35 @@ func LockPasswordHash(ctx context.Context, tx pgx.Tx, id int64) (string, error) 
 }
 
 // logins is coreuser as the throttled password check needs it.
-type logins struct{ q Querier }
+type logins struct{ db DB }
 
 // CountAttempt implements auth.LoginStore: failed_logins counts the
 // attempts since the last correct password, and the one that reaches the
-// limit sets locked_until, in one statement under the row's lock.
+// limit sets locked_until, in one statement under the row's lock. The
+// attempt that locks the account is audited in the same transaction.
 func (l logins) CountAttempt(ctx context.Context, email string, th auth.Throttle) (auth.Attempt, error) {
 	var a auth.Attempt
-	err := l.q.QueryRow(ctx, `UPDATE coreuser SET
-			failed_logins = CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END,
-			locked_until  = CASE WHEN (CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END) >= $2
-				THEN now() + $3::interval END
-		WHERE email = $1 AND (locked_until IS NULL OR locked_until <= now())
-		RETURNING id, password_hash`, email, th.MaxFailures, th.Lockout).Scan(&a.ID, &a.Hash)
+	err := pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
+		var locks bool
+		err := tx.QueryRow(ctx, `UPDATE coreuser SET
+				failed_logins = CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END,
+				locked_until  = CASE WHEN (CASE WHEN locked_until <= now() THEN 1 ELSE failed_logins + 1 END) >= $2
+					THEN now() + $3::interval END
+			WHERE email = $1 AND (locked_until IS NULL OR locked_until <= now())
+			RETURNING id, password_hash, locked_until IS NOT NULL`, email, th.MaxFailures, th.Lockout).Scan(&a.ID, &a.Hash, &locks)
+		if err != nil || !locks {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: audit.UserLock, TargetType: audit.TargetUser, TargetID: audit.ID(a.ID),
+			Outcome: audit.Failure, Detail: map[string]any{"failed_logins": th.MaxFailures, "locked_for_seconds": int(th.Lockout.Seconds())}})
+	})
 	if !errors.Is(err, pgx.ErrNoRows) {
 		return a, err
 	}
 	// Unknown, or locked: a statement of its own sees a lock committed
 	// while the update above waited.
 	var seconds float64
-	err = l.q.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM greatest(locked_until - now(), '0s')), 0)::float8
+	err = l.db.QueryRow(ctx, `SELECT coalesce(extract(epoch FROM greatest(locked_until - now(), '0s')), 0)::float8
 		FROM coreuser WHERE email = $1`, email).Scan(&seconds)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return auth.Attempt{}, nil
@@ -232,9 +243,93 @@ func (l logins) CountAttempt(ctx context.Context, email string, th auth.Throttle
 	return auth.Attempt{LockedFor: time.Duration(seconds * float64(time.Second))}, err
 }
 
-// ClearAttempts implements auth.LoginStore.
+// ClearAttempts implements auth.LoginStore. A lock can only be set here
+// when the attempt that reached the limit had the right password (a locked
+// account's attempts are refused before the check): lifting it is audited.
 func (l logins) ClearAttempts(ctx context.Context, id int64) error {
-	_, err := l.q.Exec(ctx, `UPDATE coreuser SET failed_logins = 0, locked_until = NULL
-		WHERE id = $1 AND (failed_logins <> 0 OR locked_until IS NOT NULL)`, id)
-	return err
+	return pgx.BeginFunc(ctx, l.db, func(tx pgx.Tx) error {
+		var wasLocked bool
+		err := tx.QueryRow(ctx, `UPDATE coreuser u SET failed_logins = 0, locked_until = NULL
+			FROM (SELECT id, locked_until FROM coreuser WHERE id = $1 FOR UPDATE) old
+			WHERE u.id = old.id AND (u.failed_logins <> 0 OR u.locked_until IS NOT NULL)
+			RETURNING old.locked_until IS NOT NULL`, id).Scan(&wasLocked)
+		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !wasLocked) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: audit.UserUnlock, TargetType: audit.TargetUser, TargetID: audit.ID(id),
+			ActorID: id, Detail: map[string]any{"reason": "the attempt that reached the limit had the right password"}})
+	})
+}
+
+// lockUserForOnboarding locks the user with email and reports whether it
+// has a password (invited users have none until they accept).
+func lockUserForOnboarding(ctx context.Context, tx pgx.Tx, email string) (User, bool, error) {
+	var hasPassword bool
+	var u User
+	err := tx.QueryRow(ctx, `SELECT `+userColumns+`, password_hash <> '' FROM coreuser WHERE email = $1 FOR UPDATE`, email).
+		Scan(&u.ID, &u.Email, &u.IsVerified, &u.IsOwner, &u.IsAdmin, &u.MaxOrganizations, &u.CreatedAt, &hasPassword)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, false, ErrUserNotFound
+	}
+	if err != nil {
+		return User{}, false, fmt.Errorf("lock user: %w", err)
+	}
+	return u, hasPassword, nil
+}
+
+func lockMaxOrganizations(ctx context.Context, tx pgx.Tx, id int64) (*int, error) {
+	var own *int
+	err := tx.QueryRow(ctx, `SELECT max_organizations FROM coreuser WHERE id = $1 FOR UPDATE`, id).Scan(&own)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrUserNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock owner: %w", err)
+	}
+	return own, nil
+}
+
+func insertInvitation(ctx context.Context, q Querier, userID int64, tokenHash string, ttl time.Duration) error {
+	_, err := q.Exec(ctx, `INSERT INTO invitation_token (token_hash, user_id, expires_at)
+		VALUES ($1, $2, now() + $3::interval)`, tokenHash, userID, ttl)
+	if err != nil {
+		return fmt.Errorf("store invitation: %w", err)
+	}
+	return nil
+}
+
+func deleteUnusedInvitations(ctx context.Context, q Querier, userID int64) error {
+	if _, err := q.Exec(ctx, `DELETE FROM invitation_token WHERE user_id = $1 AND used_at IS NULL`, userID); err != nil {
+		return fmt.Errorf("void invitations: %w", err)
+	}
+	return nil
+}
+
+// spendInvitation marks the invitation used and returns its user; the row
+// lock makes two concurrent uses of one token succeed once.
+func spendInvitation(ctx context.Context, tx pgx.Tx, tokenHash string) (int64, error) {
+	var (
+		userID  int64
+		used    bool
+		expired bool
+	)
+	err := tx.QueryRow(ctx, `SELECT user_id, used_at IS NOT NULL, expires_at <= now()
+		FROM invitation_token WHERE token_hash = $1 FOR UPDATE`, tokenHash).Scan(&userID, &used, &expired)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return 0, ErrInvitationInvalid
+	case err != nil:
+		return 0, fmt.Errorf("load invitation: %w", err)
+	case used:
+		return 0, ErrInvitationInvalid
+	case expired:
+		return 0, ErrInvitationExpired
+	}
+	if _, err := tx.Exec(ctx, `UPDATE invitation_token SET used_at = now() WHERE token_hash = $1`, tokenHash); err != nil {
+		return 0, fmt.Errorf("spend invitation: %w", err)
+	}
+	return userID, nil
 }

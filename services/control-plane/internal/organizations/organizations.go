@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"tenantbase/libs/apperr"
 	"tenantbase/libs/events"
 	"tenantbase/libs/tenantapi"
+	"tenantbase/services/control-plane/internal/audit"
 	"tenantbase/services/control-plane/internal/outbox"
 )
 
@@ -40,6 +42,7 @@ const (
 var (
 	ErrNotFound      = errors.New("no such organization")
 	ErrInvalidStatus = errors.New("the organization's status does not allow this")
+	ErrQuotaExceeded = errors.New("the owner has as many organizations as their limit allows")
 )
 
 // MaxNameLength bounds an organization's name, in characters.
@@ -120,16 +123,46 @@ func scan(row pgx.Row) (Organization, error) {
 	return o, err
 }
 
-// Create inserts an organization in status provisioning and enqueues its
-// provisioning in the same transaction.
+// Owner chooses, in the creating transaction, who owns a new organization:
+// it returns the owner's id, with the owner's row locked until the
+// transaction ends, and how many organizations the owner may have.
+type Owner func(tx pgx.Tx) (id int64, limit int, err error)
+
+// Create inserts an organization of ownerID without checking the owner's
+// quota: for the system's own use and tests. The API creates with
+// CreateWithin.
 func (s *Store) Create(ctx context.Context, name string, ownerID int64) (Organization, error) {
+	return s.CreateWithin(ctx, name, func(pgx.Tx) (int64, int, error) { return ownerID, math.MaxInt, nil })
+}
+
+// CreateWithin inserts an organization in status provisioning and
+// enqueues its provisioning in the same transaction. The owner's
+// organizations that are not being deleted are counted under the owner's
+// row lock, so concurrent creations for one owner cannot exceed the limit
+// together (ErrQuotaExceeded).
+func (s *Store) CreateWithin(ctx context.Context, name string, owner Owner) (Organization, error) {
 	var org Organization
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
+		ownerID, limit, err := owner(tx)
+		if err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM organization
+			WHERE owner_id = $1 AND status NOT IN ('deleting', 'deleted')`, ownerID).Scan(&n); err != nil {
+			return fmt.Errorf("count organizations: %w", err)
+		}
+		if n >= limit {
+			return ErrQuotaExceeded
+		}
 		org, err = scan(tx.QueryRow(ctx, `INSERT INTO organization (name, owner_id) VALUES ($1, $2)
 			RETURNING `+columns, name, ownerID))
 		if err != nil {
 			return fmt.Errorf("insert organization: %w", err)
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationCreate, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(org.ID), Detail: map[string]any{"name": name, "owner_id": ownerID}}); err != nil {
+			return err
 		}
 		return s.jobs.EnqueueProvision(ctx, tx, org.ID)
 	})
@@ -147,6 +180,9 @@ type Filter struct {
 	OwnerID int64
 	// Status, when not empty, keeps only organizations in it.
 	Status Status
+	// NameContains, when not empty, keeps organizations whose name
+	// contains it (case-insensitive).
+	NameContains string
 	// Before, when not zero, keeps ids below it (the next page of a newest-first list).
 	Before int64
 	Limit  int
@@ -156,7 +192,8 @@ type Filter struct {
 func (s *Store) List(ctx context.Context, f Filter) ([]Organization, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
 		WHERE ($1::bigint = 0 OR owner_id = $1) AND ($2::text = '' OR status = $2) AND ($3::bigint = 0 OR id < $3)
-		ORDER BY id DESC LIMIT $4`, f.OwnerID, f.Status, f.Before, f.Limit)
+			AND ($5 = '' OR strpos(lower(name), lower($5)) > 0)
+		ORDER BY id DESC LIMIT $4`, f.OwnerID, f.Status, f.Before, f.Limit, f.NameContains)
 	if err != nil {
 		return nil, err
 	}
@@ -166,26 +203,30 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Organization, error) {
 // Retry sends a failed organization back to provisioning.
 func (s *Store) Retry(ctx context.Context, id int64) (Organization, error) {
 	return s.change(ctx, id, change{from: []Status{StatusFailed}, to: StatusProvisioning, clearDetail: true,
-		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueProvision(ctx, tx, id) }})
+		action: audit.OrganizationRetry,
+		after:  func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueProvision(ctx, tx, id) }})
 }
 
 // Suspend takes a ready organization out of service.
 func (s *Store) Suspend(ctx context.Context, id int64) (Organization, error) {
-	return s.change(ctx, id, change{from: []Status{StatusReady}, to: StatusSuspended, event: events.TenantSuspended})
+	return s.change(ctx, id, change{from: []Status{StatusReady}, to: StatusSuspended, event: events.TenantSuspended,
+		action: audit.OrganizationSuspend})
 }
 
 // Resume puts a suspended organization back in service.
 func (s *Store) Resume(ctx context.Context, id int64) (Organization, error) {
-	return s.change(ctx, id, change{from: []Status{StatusSuspended}, to: StatusReady, event: events.TenantResumed})
+	return s.change(ctx, id, change{from: []Status{StatusSuspended}, to: StatusReady, event: events.TenantResumed,
+		action: audit.OrganizationResume})
 }
 
 // Delete starts deleting an organization. Deleting one that is already
 // being deleted is not an error: the same deletion continues.
 func (s *Store) Delete(ctx context.Context, id int64) (Organization, error) {
 	org, err := s.change(ctx, id, change{
-		from:  []Status{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended},
-		to:    StatusDeleting,
-		after: func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueDelete(ctx, tx, id) },
+		from:   []Status{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended},
+		to:     StatusDeleting,
+		action: audit.OrganizationDelete,
+		after:  func(tx pgx.Tx, _ Organization) error { return s.jobs.EnqueueDelete(ctx, tx, id) },
 	})
 	if errors.Is(err, ErrInvalidStatus) && org.Status == StatusDeleting {
 		return org, nil
@@ -227,6 +268,10 @@ func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int,
 		if err := then(tx, org); err != nil {
 			return err
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationReady, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id), Detail: map[string]any{"schema_version": schemaVersion}}); err != nil {
+			return err
+		}
 		return outbox.Add(ctx, tx, s.Event(events.TenantCreated, org))
 	})
 	return ok, err
@@ -237,7 +282,7 @@ func (s *Store) MarkReady(ctx context.Context, id int64, schemaVersion int,
 // is provisioning.
 func (s *Store) MarkFailed(ctx context.Context, id int64, detail string) error {
 	_, err := s.change(ctx, id, change{from: []Status{StatusProvisioning}, to: StatusFailed, detail: detail,
-		event: events.TenantProvisioningFailed})
+		event: events.TenantProvisioningFailed, action: audit.OrganizationProvisioningFailed, outcome: audit.Failure})
 	if errors.Is(err, ErrInvalidStatus) {
 		return nil
 	}
@@ -248,7 +293,7 @@ func (s *Store) MarkFailed(ctx context.Context, id int64, detail string) error {
 // and the tenant.deleted event.
 func (s *Store) MarkDeleted(ctx context.Context, id int64) error {
 	_, err := s.change(ctx, id, change{from: []Status{StatusDeleting}, to: StatusDeleted, forget: true,
-		event: events.TenantDeleted})
+		event: events.TenantDeleted, action: audit.OrganizationDeleted})
 	if errors.Is(err, ErrInvalidStatus) {
 		return nil
 	}
@@ -404,7 +449,10 @@ type change struct {
 	forget bool
 	// event, when set, is written to the outbox with the change.
 	event string
-	after func(tx pgx.Tx, org Organization) error
+	// action, when set, is recorded in the audit log with the change, with
+	// outcome (success when empty).
+	action, outcome string
+	after           func(tx pgx.Tx, org Organization) error
 }
 
 // change moves an organization from one of c.from to c.to. On
@@ -435,6 +483,16 @@ func (s *Store) change(ctx context.Context, id int64, c change) (Organization, e
 		}
 		if c.event != "" {
 			if err := outbox.Add(ctx, tx, s.Event(c.event, org)); err != nil {
+				return err
+			}
+		}
+		if c.action != "" {
+			detail := map[string]any{"status": org.Status}
+			if org.StatusDetail != "" {
+				detail["status_detail"] = org.StatusDetail
+			}
+			if err := audit.Record(ctx, tx, audit.Entry{Action: c.action, TargetType: audit.TargetOrganization,
+				TargetID: audit.ID(id), Outcome: c.outcome, Detail: detail}); err != nil {
 				return err
 			}
 		}

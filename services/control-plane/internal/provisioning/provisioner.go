@@ -462,6 +462,11 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 		if err != nil || !changed {
 			return err
 		}
+		if tenantdb.HasAudit(org.SchemaVersion) {
+			if err := tenantdb.RecordAudit(ctx, tx, tenantdb.AuditEntry{Action: tenantdb.AuditPasswordSync, TargetUserID: userID}); err != nil {
+				return err
+			}
+		}
 		return auth.RevokeAllRefresh(ctx, tx, userID)
 	})
 }

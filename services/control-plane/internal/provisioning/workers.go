@@ -120,6 +120,7 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 		return w.fail(ctx, id, errors.New(cause), w.maxAttempts)
 	}
 	err := w.p.Provision(ctx, id)
+	w.p.recordAttempt(ctx, id, job.Attempt, err)
 	if errors.Is(err, ErrForeignObject) {
 		// Another run would find the same object: fail now.
 		return w.fail(ctx, id, err, job.Attempt)

@@ -251,6 +251,9 @@ func (s *Service) ChangePassword(ctx context.Context, db DB, tenantID int64, a A
 		if err := auth.RevokeAllRefresh(ctx, tx, a.ID); err != nil {
 			return err
 		}
+		if err := record(WithActor(ctx, a.ID), tx, tenantdb.AuditPasswordChange, a.ID, nil); err != nil {
+			return err
+		}
 		refresh, err = auth.IssueRefresh(ctx, tx, a.ID, s.opts.RefreshTokenTTL)
 		return err
 	})

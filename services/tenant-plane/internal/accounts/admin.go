@@ -65,8 +65,14 @@ func (s *Service) UpdateUser(ctx context.Context, db DB, id int64, patch UserPat
 				return ErrLastAdmin
 			}
 		}
-		var err error
+		before, err := tenantdb.UserByID(ctx, tx, id)
+		if err != nil {
+			return err
+		}
 		if a, err = tenantdb.UpdateFlags(ctx, tx, id, tenantdb.FlagsChange{IsActive: patch.IsActive, Role: patch.Role}); err != nil {
+			return err
+		}
+		if err := recordFlags(ctx, tx, before, a); err != nil {
 			return err
 		}
 		if deactivate {
@@ -78,4 +84,20 @@ func (s *Service) UpdateUser(ctx context.Context, db DB, id int64, patch UserPat
 		return User{}, err
 	}
 	return UserOf(a), nil
+}
+
+// recordFlags audits what UpdateUser changed: the role, the active flag.
+func recordFlags(ctx context.Context, tx pgx.Tx, before, after Account) error {
+	if before.Role != after.Role {
+		if err := record(ctx, tx, tenantdb.AuditRoleChange, after.ID, map[string]any{"from": before.Role, "to": after.Role}); err != nil {
+			return err
+		}
+	}
+	switch {
+	case before.IsActive && !after.IsActive:
+		return record(ctx, tx, tenantdb.AuditDeactivate, after.ID, nil)
+	case !before.IsActive && after.IsActive:
+		return record(ctx, tx, tenantdb.AuditActivate, after.ID, nil)
+	}
+	return nil
 }
