@@ -4,21 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"tenantbase/libs/events"
 	"tenantbase/libs/tenantdb"
+	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
-	"tenantbase/migrations"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
 )
@@ -33,32 +30,9 @@ const nicknameFile = "000003_nickname.up.sql"
 // way the next release would ship it.
 func withNickname(t testing.TB) tenantdb.Migrations {
 	t.Helper()
-	return extraMigration(t, "000003_nickname",
+	return tenantdbtest.NextRelease(t, "000003_nickname",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN nickname VARCHAR(100);\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN IF EXISTS nickname;\nCOMMIT;\n")
-}
-
-func extraMigration(t testing.TB, name, up, down string) tenantdb.Migrations {
-	t.Helper()
-	fsys := fstest.MapFS{}
-	entries, err := fs.ReadDir(migrations.Tenant, "tenant")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(migrations.Tenant, path.Join("tenant", e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys["tenant/"+e.Name()] = &fstest.MapFile{Data: b}
-	}
-	fsys["tenant/"+name+".up.sql"] = &fstest.MapFile{Data: []byte(up)}
-	fsys["tenant/"+name+".down.sql"] = &fstest.MapFile{Data: []byte(down)}
-	m, err := tenantdb.NewMigrations(fsys, "tenant")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 // migrationRun is a run as the API shows it.
