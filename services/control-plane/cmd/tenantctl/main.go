@@ -21,6 +21,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -234,6 +235,46 @@ func idArg(what, s string) (int64, error) {
 		return 0, usage(fmt.Errorf("%s id must be a positive integer, not %q", what, s))
 	}
 	return id, nil
+}
+
+// objectCmd is a command NAME ID about one object of the API: it sends
+// one request and prints the answer, or follows it with --wait.
+type objectCmd struct {
+	use, short string
+	// what names the object in errors: "organization".
+	what    string
+	request func(id int64) api.Request
+	// follow, when set, gives the command --wait (waitHelp says until
+	// when) and follows the answer until the operation ends.
+	follow   func(ctx context.Context, answer json.RawMessage) error
+	waitHelp string
+}
+
+func (a *ctl) objectCommand(c objectCmd) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   c.use,
+		Short: c.short,
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(ctx context.Context, args []string) error {
+			id, err := idArg(c.what, args[0])
+			if err != nil {
+				return err
+			}
+			var obj json.RawMessage
+			if err := a.client.Do(ctx, c.request(id), &obj); err != nil {
+				return err
+			}
+			if !wait {
+				return a.out.object(obj)
+			}
+			return c.follow(ctx, obj)
+		}),
+	}
+	if c.follow != nil {
+		cmd.Flags().BoolVar(&wait, "wait", false, c.waitHelp)
+	}
+	return cmd
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
