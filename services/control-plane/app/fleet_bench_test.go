@@ -100,7 +100,7 @@ func BenchmarkFleetMigrations(b *testing.B) {
 	var figures []figure
 	measure := func(name, unit string, body map[string]any, n int) figure {
 		before := tenantSessions(b, stats)
-		var run migrationRun
+		var run cptest.MigrationRun
 		start := time.Now()
 		cp.Do(b, http.MethodPost, "/admin/migrations", admin, body).Expect(b, http.StatusAccepted).Decode(b, &run)
 		for run.Status != "completed" {
