@@ -5,6 +5,7 @@
 //	tenantctl login --email admin@example.com
 //	tenantctl orgs create Acme --owner-id 7 --wait
 //	tenantctl orgs list -o json | jq '.items[] | select(.status == "failed") | .id'
+//	tenantctl migrations start --canary 5 --on-error pause --wait
 //
 // Every command takes --output table|json: tables on a terminal, JSON (the
 // API's own objects; lists as one {"items", "next_cursor": null} page
@@ -86,7 +87,7 @@ func run(ctx context.Context, args []string) int {
 func (a *ctl) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:               "tenantctl",
-		Short:             "Drive the tenantbase control plane: organizations, users, events",
+		Short:             "Drive the tenantbase control plane: organizations, users, migration runs, events",
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
@@ -96,7 +97,7 @@ func (a *ctl) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "",
 		"output format, table or json (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.eventsCmd())
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.migrationsCmd(), a.eventsCmd())
 	return root
 }
 
