@@ -8,10 +8,13 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"io/fs"
 	"net"
 	"net/url"
+	"path"
 	"strconv"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,6 +23,7 @@ import (
 	"tenantbase/libs/tenantapi"
 	"tenantbase/libs/tenantdb"
 	"tenantbase/libs/testenv"
+	"tenantbase/migrations"
 )
 
 // New creates a migrated tenant database and its role on the test server
@@ -87,4 +91,31 @@ func AddUser(tb testing.TB, db tenantapi.Database, email, password, role string)
 		tb.Fatalf("tenantdbtest: add %s: %v", email, err)
 	}
 	return u
+}
+
+// NextRelease is the embedded tenant migrations plus one more, name.up.sql
+// and name.down.sql (name as "000003_nickname"), the way the next release
+// would ship it; a control plane started with app.WithTenantMigrations of
+// it has a migration to roll out to tenants provisioned before.
+func NextRelease(tb testing.TB, name, up, down string) tenantdb.Migrations {
+	tb.Helper()
+	fsys := fstest.MapFS{}
+	entries, err := fs.ReadDir(migrations.Tenant, "tenant")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := fs.ReadFile(migrations.Tenant, path.Join("tenant", e.Name()))
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fsys["tenant/"+e.Name()] = &fstest.MapFile{Data: b}
+	}
+	fsys["tenant/"+name+".up.sql"] = &fstest.MapFile{Data: []byte(up)}
+	fsys["tenant/"+name+".down.sql"] = &fstest.MapFile{Data: []byte(down)}
+	m, err := tenantdb.NewMigrations(fsys, "tenant")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return m
 }

@@ -21,6 +21,7 @@ import (
 
 	"tenantbase/libs/config"
 	"tenantbase/libs/pgcluster"
+	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
@@ -77,7 +78,7 @@ func BenchmarkFleetMigrations(b *testing.B) {
 		c.TenantMigrateOnStart = false
 		c.CredentialsKey = config.Secret(base64.StdEncoding.EncodeToString(key))
 		c.LogLevel = "warn"
-	}, RunOptions: []app.Option{app.WithTenantMigrations(extraMigration(b, "000003_bench_note",
+	}, RunOptions: []app.Option{app.WithTenantMigrations(tenantdbtest.NextRelease(b, "000003_bench_note",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN bench_note TEXT;\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN bench_note;\nCOMMIT;\n"))}})
 	admin := cp.LoginAdmin(b)
@@ -99,7 +100,7 @@ func BenchmarkFleetMigrations(b *testing.B) {
 	var figures []figure
 	measure := func(name, unit string, body map[string]any, n int) figure {
 		before := tenantSessions(b, stats)
-		var run migrationRun
+		var run cptest.MigrationRun
 		start := time.Now()
 		cp.Do(b, http.MethodPost, "/admin/migrations", admin, body).Expect(b, http.StatusAccepted).Decode(b, &run)
 		for run.Status != "completed" {

@@ -4,21 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"tenantbase/libs/events"
 	"tenantbase/libs/tenantdb"
+	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
-	"tenantbase/migrations"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
 )
@@ -33,49 +30,9 @@ const nicknameFile = "000003_nickname.up.sql"
 // way the next release would ship it.
 func withNickname(t testing.TB) tenantdb.Migrations {
 	t.Helper()
-	return extraMigration(t, "000003_nickname",
+	return tenantdbtest.NextRelease(t, "000003_nickname",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN nickname VARCHAR(100);\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN IF EXISTS nickname;\nCOMMIT;\n")
-}
-
-func extraMigration(t testing.TB, name, up, down string) tenantdb.Migrations {
-	t.Helper()
-	fsys := fstest.MapFS{}
-	entries, err := fs.ReadDir(migrations.Tenant, "tenant")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		b, err := fs.ReadFile(migrations.Tenant, path.Join("tenant", e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fsys["tenant/"+e.Name()] = &fstest.MapFile{Data: b}
-	}
-	fsys["tenant/"+name+".up.sql"] = &fstest.MapFile{Data: []byte(up)}
-	fsys["tenant/"+name+".down.sql"] = &fstest.MapFile{Data: []byte(down)}
-	m, err := tenantdb.NewMigrations(fsys, "tenant")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
-// migrationRun is a run as the API shows it.
-type migrationRun struct {
-	ID            int64      `json:"id"`
-	Status        string     `json:"status"`
-	TargetVersion int        `json:"target_version"`
-	StartedAt     time.Time  `json:"started_at"`
-	FinishedAt    *time.Time `json:"finished_at"`
-	Counts        struct {
-		Pending, Running, Done, Skipped, Failed int
-	} `json:"counts"`
-	Failed []struct {
-		TenantID    int64  `json:"tenant_id"`
-		FromVersion int    `json:"from_version"`
-		Error       string `json:"error"`
-	} `json:"failed"`
 }
 
 type runTenant struct {
@@ -145,10 +102,10 @@ func runPath(id int64, suffix string) string {
 	return "/admin/migrations/" + strconv.FormatInt(id, 10) + suffix
 }
 
-func startRun(t *testing.T, cp *cptest.ControlPlane, admin string, body map[string]any) migrationRun {
+func startRun(t *testing.T, cp *cptest.ControlPlane, admin string, body map[string]any) cptest.MigrationRun {
 	t.Helper()
 	res := cp.Do(t, http.MethodPost, "/admin/migrations", admin, body).Expect(t, http.StatusAccepted)
-	var run migrationRun
+	var run cptest.MigrationRun
 	res.Decode(t, &run)
 	if loc := res.Header.Get("Location"); loc != runPath(run.ID, "") {
 		t.Fatalf("Location %q for run %d", loc, run.ID)
@@ -156,15 +113,15 @@ func startRun(t *testing.T, cp *cptest.ControlPlane, admin string, body map[stri
 	return run
 }
 
-func getRun(t testing.TB, cp *cptest.ControlPlane, admin string, id int64) migrationRun {
+func getRun(t testing.TB, cp *cptest.ControlPlane, admin string, id int64) cptest.MigrationRun {
 	t.Helper()
-	var run migrationRun
+	var run cptest.MigrationRun
 	cp.Do(t, http.MethodGet, runPath(id, ""), admin, nil).Expect(t, http.StatusOK).Decode(t, &run)
 	return run
 }
 
 // waitRun polls the run until its status is status.
-func waitRun(t *testing.T, cp *cptest.ControlPlane, admin string, id int64, status string) migrationRun {
+func waitRun(t *testing.T, cp *cptest.ControlPlane, admin string, id int64, status string) cptest.MigrationRun {
 	t.Helper()
 	deadline := time.Now().Add(runTimeout)
 	for {
@@ -180,10 +137,10 @@ func waitRun(t *testing.T, cp *cptest.ControlPlane, admin string, id int64, stat
 }
 
 // runStartedOnStart waits for the run a control plane starts by itself.
-func runStartedOnStart(t *testing.T, cp *cptest.ControlPlane, admin string) migrationRun {
+func runStartedOnStart(t *testing.T, cp *cptest.ControlPlane, admin string) cptest.MigrationRun {
 	t.Helper()
 	var list struct {
-		Items []migrationRun `json:"items"`
+		Items []cptest.MigrationRun `json:"items"`
 	}
 	testenv.Eventually(t, time.Minute, func() bool {
 		cp.Do(t, http.MethodGet, "/admin/migrations", admin, nil).Expect(t, http.StatusOK).Decode(t, &list)
@@ -361,7 +318,7 @@ func TestFleetParksTheFailingTenantAndResumes(t *testing.T) {
 	}
 
 	testenv.Exec(t, tenantDSN(t, cp, bad), `ALTER TABLE tenantuser DROP COLUMN nickname`)
-	var resumed migrationRun
+	var resumed cptest.MigrationRun
 	cp.Do(t, http.MethodPost, runPath(run.ID, "/resume"), admin, nil).Expect(t, http.StatusAccepted).Decode(t, &resumed)
 	if resumed.Status != "running" && resumed.Status != "completed" {
 		t.Fatalf("resume answered %s", resumed.Status)
@@ -564,7 +521,7 @@ func TestFleetAPI(t *testing.T) {
 	cp.Do(t, http.MethodGet, "/admin/migrations/999", admin, nil).ExpectProblem(t, http.StatusNotFound, "migration_not_found")
 	cp.Do(t, http.MethodPost, "/admin/migrations/999/pause", admin, nil).ExpectProblem(t, http.StatusNotFound, "migration_not_found")
 	var empty struct {
-		Items []migrationRun `json:"items"`
+		Items []cptest.MigrationRun `json:"items"`
 	}
 	cp.Do(t, http.MethodGet, "/admin/migrations", admin, nil).Expect(t, http.StatusOK).Decode(t, &empty)
 	if len(empty.Items) != 0 {
@@ -582,7 +539,7 @@ func TestFleetAPI(t *testing.T) {
 	cp.Do(t, http.MethodPost, "/admin/migrations", admin, map[string]any{}).ExpectProblem(t, http.StatusConflict, "migration_in_progress")
 	cp.Do(t, http.MethodPost, runPath(run.ID, "/pause"), admin, nil).Expect(t, http.StatusOK)
 	cp.Do(t, http.MethodGet, runPath(run.ID, "/tenants?state=bogus"), admin, nil).ExpectProblem(t, http.StatusUnprocessableEntity, "validation_failed")
-	var cancelled migrationRun
+	var cancelled cptest.MigrationRun
 	cp.Do(t, http.MethodPost, runPath(run.ID, "/cancel"), admin, nil).Expect(t, http.StatusOK).Decode(t, &cancelled)
 	if cancelled.Status != "cancelled" || cancelled.FinishedAt == nil || cancelled.Counts.Pending != 2 {
 		t.Fatalf("cancelled: %+v", cancelled)
@@ -604,8 +561,8 @@ func TestFleetAPI(t *testing.T) {
 	}
 	cp.Do(t, http.MethodPost, runPath(last.ID, "/resume"), admin, nil).ExpectProblem(t, http.StatusConflict, "migration_finished")
 	var page struct {
-		Items      []migrationRun `json:"items"`
-		NextCursor *string        `json:"next_cursor"`
+		Items      []cptest.MigrationRun `json:"items"`
+		NextCursor *string               `json:"next_cursor"`
 	}
 	cp.Do(t, http.MethodGet, "/admin/migrations?limit=2", admin, nil).Expect(t, http.StatusOK).Decode(t, &page)
 	if len(page.Items) != 2 || page.Items[0].ID != last.ID || page.Items[1].ID != run.ID || page.NextCursor == nil {
@@ -641,7 +598,7 @@ func TestFleetCrashConverges(t *testing.T) {
 	}
 	admin := api.LoginAdmin(t)
 	latest := int(tenantdb.LatestVersion())
-	var run migrationRun
+	var run cptest.MigrationRun
 	api.Do(t, http.MethodPost, "/admin/migrations", admin, map[string]any{"target_version": latest - 1, "concurrency": 4}).
 		Expect(t, http.StatusAccepted).Decode(t, &run)
 	waitChildRun(t, api, admin, run.ID, "completed")
@@ -653,7 +610,7 @@ func TestFleetCrashConverges(t *testing.T) {
 		// Wait for progress since the last crash and tenants being
 		// migrated, then kill inside a step: the canary first, later waves
 		// after.
-		var now migrationRun
+		var now cptest.MigrationRun
 		testenv.Eventually(t, 2*time.Minute, func() bool {
 			now = childRun(t, api, admin, run.ID)
 			return (now.Counts.Running > 0 && now.Counts.Done > lastDone) || now.Status == "completed"
@@ -693,16 +650,16 @@ func TestFleetCrashConverges(t *testing.T) {
 	}
 }
 
-func childRun(t *testing.T, api *cptest.Client, admin string, id int64) migrationRun {
+func childRun(t *testing.T, api *cptest.Client, admin string, id int64) cptest.MigrationRun {
 	t.Helper()
-	var run migrationRun
+	var run cptest.MigrationRun
 	api.Do(t, http.MethodGet, runPath(id, ""), admin, nil).Expect(t, http.StatusOK).Decode(t, &run)
 	return run
 }
 
-func waitChildRun(t *testing.T, api *cptest.Client, admin string, id int64, status string) migrationRun {
+func waitChildRun(t *testing.T, api *cptest.Client, admin string, id int64, status string) cptest.MigrationRun {
 	t.Helper()
-	var run migrationRun
+	var run cptest.MigrationRun
 	testenv.Eventually(t, runTimeout, func() bool {
 		run = childRun(t, api, admin, id)
 		return run.Status == status

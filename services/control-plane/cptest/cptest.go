@@ -391,6 +391,32 @@ type Organization struct {
 	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
+// MigrationRun is a migration run as the platform admins' API shows it
+// (/admin/migrations), every field.
+type MigrationRun struct {
+	ID            int64      `json:"id"`
+	Status        string     `json:"status"`
+	TargetVersion int        `json:"target_version"`
+	Canary        int        `json:"canary"`
+	Concurrency   int        `json:"concurrency"`
+	OnError       string     `json:"on_error"`
+	StartedAt     time.Time  `json:"started_at"`
+	FinishedAt    *time.Time `json:"finished_at"`
+	Counts        struct {
+		Pending int `json:"pending"`
+		Running int `json:"running"`
+		Done    int `json:"done"`
+		Skipped int `json:"skipped"`
+		Failed  int `json:"failed"`
+	} `json:"counts"`
+	// Failed are the first 100 parked tenants.
+	Failed []struct {
+		TenantID    int64  `json:"tenant_id"`
+		FromVersion int    `json:"from_version"`
+		Error       string `json:"error"`
+	} `json:"failed"`
+}
+
 // CreateOrganization asks for a new organization and returns it as the
 // 202 answer shows it (provisioning).
 func (c *Client) CreateOrganization(tb testing.TB, token, name string) Organization {

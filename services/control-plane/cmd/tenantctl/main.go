@@ -5,6 +5,7 @@
 //	tenantctl login --email admin@example.com
 //	tenantctl orgs create Acme --owner-id 7 --wait
 //	tenantctl orgs list -o json | jq '.items[] | select(.status == "failed") | .id'
+//	tenantctl migrations start --canary 5 --on-error pause --wait
 //
 // Every command takes --output table|json: tables on a terminal, JSON (the
 // API's own objects; lists as one {"items", "next_cursor": null} page
@@ -21,6 +22,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -85,7 +87,7 @@ func run(ctx context.Context, args []string) int {
 func (a *ctl) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:               "tenantctl",
-		Short:             "Drive the tenantbase control plane: organizations, users, events",
+		Short:             "Drive the tenantbase control plane: organizations, users, migration runs, events",
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
@@ -95,7 +97,7 @@ func (a *ctl) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "",
 		"output format, table or json (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.eventsCmd())
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.migrationsCmd(), a.eventsCmd())
 	return root
 }
 
@@ -234,6 +236,46 @@ func idArg(what, s string) (int64, error) {
 		return 0, usage(fmt.Errorf("%s id must be a positive integer, not %q", what, s))
 	}
 	return id, nil
+}
+
+// objectCmd is a command NAME ID about one object of the API: it sends
+// one request and prints the answer, or follows it with --wait.
+type objectCmd struct {
+	use, short string
+	// what names the object in errors: "organization".
+	what    string
+	request func(id int64) api.Request
+	// follow, when set, gives the command --wait (waitHelp says until
+	// when) and follows the answer until the operation ends.
+	follow   func(ctx context.Context, answer json.RawMessage) error
+	waitHelp string
+}
+
+func (a *ctl) objectCommand(c objectCmd) *cobra.Command {
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   c.use,
+		Short: c.short,
+		Args:  cobra.ExactArgs(1),
+		RunE: a.runE(func(ctx context.Context, args []string) error {
+			id, err := idArg(c.what, args[0])
+			if err != nil {
+				return err
+			}
+			var obj json.RawMessage
+			if err := a.client.Do(ctx, c.request(id), &obj); err != nil {
+				return err
+			}
+			if !wait {
+				return a.out.object(obj)
+			}
+			return c.follow(ctx, obj)
+		}),
+	}
+	if c.follow != nil {
+		cmd.Flags().BoolVar(&wait, "wait", false, c.waitHelp)
+	}
+	return cmd
 }
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }

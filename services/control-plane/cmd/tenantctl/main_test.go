@@ -204,6 +204,15 @@ func TestUsageErrors(t *testing.T) {
 		{"whoami", "--url", "ftp://example.com"},
 		{"login", "--email", "a@example.com"}, // no terminal to ask the password on
 		{"events", "tail", "--type", "tenant.*"},
+		// Refused before any request: there is neither a session nor a
+		// control plane to ask.
+		{"migrations", "start", "--on-error", "stop"},
+		{"migrations", "start", "--canary", "many"},
+		{"migrations", "start", "ahead"},
+		{"migrations", "list", "--chunk-size", "0"},
+		{"migrations", "status", "first"},
+		{"migrations", "resume"},
+		{"migrations", "pause", "1", "--wait"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {
@@ -273,10 +282,16 @@ func (p *proc) interrupt(t *testing.T) int {
 	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
 		t.Fatal(err)
 	}
+	return p.exit(t)
+}
+
+// exit waits for tenantctl to end and returns the exit code.
+func (p *proc) exit(t *testing.T) int {
+	t.Helper()
 	select {
 	case <-p.done:
 	case <-time.After(time.Minute):
-		t.Fatal("tenantctl did not end on SIGINT")
+		t.Fatalf("tenantctl did not end\nstdout:\n%s\nstderr:\n%s", p.stdout, p.stderr)
 	}
 	var exit *exec.ExitError
 	if errors.As(p.err, &exit) {

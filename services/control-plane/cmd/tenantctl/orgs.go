@@ -67,22 +67,8 @@ func (a *ctl) orgsList() *cobra.Command {
 }
 
 func (a *ctl) orgsGet() *cobra.Command {
-	return &cobra.Command{
-		Use:   "get ID",
-		Short: "Show one organization and its provisioning state",
-		Args:  cobra.ExactArgs(1),
-		RunE: a.runE(func(ctx context.Context, args []string) error {
-			id, err := idArg("organization", args[0])
-			if err != nil {
-				return err
-			}
-			org, err := a.getOrg(ctx, id)
-			if err != nil {
-				return err
-			}
-			return a.out.object(org)
-		}),
-	}
+	return a.objectCommand(objectCmd{use: "get ID", short: "Show one organization and its provisioning state", what: "organization",
+		request: func(id int64) api.Request { return api.Get(orgPath(id), nil) }})
 }
 
 func (a *ctl) orgsCreate() *cobra.Command {
@@ -117,30 +103,13 @@ func (a *ctl) orgsCreate() *cobra.Command {
 // organization while its status is pending and succeeds when it reaches
 // ok.
 func (a *ctl) orgChange(name, short, method, pathFormat, pending, ok string) *cobra.Command {
-	var wait bool
-	cmd := &cobra.Command{
-		Use:   name + " ID",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: a.runE(func(ctx context.Context, args []string) error {
-			id, err := idArg("organization", args[0])
-			if err != nil {
-				return err
-			}
-			var org json.RawMessage
-			if err := a.client.Do(ctx, api.Request{Method: method, Path: fmt.Sprintf(pathFormat, id)}, &org); err != nil {
-				return err
-			}
-			if !wait {
-				return a.out.object(org)
-			}
-			return a.waitOrg(ctx, org, pending, ok)
-		}),
-	}
+	c := objectCmd{use: name + " ID", short: short, what: "organization",
+		request: func(id int64) api.Request { return api.Request{Method: method, Path: fmt.Sprintf(pathFormat, id)} }}
 	if pending != "" {
-		cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is "+ok+", showing progress")
+		c.follow = func(ctx context.Context, org json.RawMessage) error { return a.waitOrg(ctx, org, pending, ok) }
+		c.waitHelp = "wait until it is " + ok + ", showing progress"
 	}
-	return cmd
+	return a.objectCommand(c)
 }
 
 // orgSummary is what tenantctl itself reads of an organization.
@@ -152,29 +121,24 @@ type orgSummary struct {
 	StatusDetail *string `json:"status_detail"`
 }
 
+func orgPath(id int64) string { return "/organizations/" + strconv.FormatInt(id, 10) }
+
 func (a *ctl) getOrg(ctx context.Context, id int64) (json.RawMessage, error) {
 	var org json.RawMessage
-	err := a.client.Do(ctx, api.Get("/organizations/"+strconv.FormatInt(id, 10), nil), &org)
+	err := a.client.Do(ctx, api.Get(orgPath(id), nil), &org)
 	return org, err
 }
 
 // waitOrg follows the organization while its status is pending; it
 // succeeds if the status it ends in is ok.
 func (a *ctl) waitOrg(ctx context.Context, org json.RawMessage, pending, ok string) error {
-	first, err := orgProgress(org, pending, ok)
-	if err != nil {
+	var o orgSummary
+	if err := json.Unmarshal(org, &o); err != nil {
 		return err
 	}
-	var o orgSummary
-	_ = json.Unmarshal(org, &o)
-	title := fmt.Sprintf("organization %d (%s)", o.ID, o.Name)
-	return a.wait(ctx, title, first, func(ctx context.Context) (progress, error) {
-		org, err := a.getOrg(ctx, o.ID)
-		if err != nil {
-			return progress{}, err
-		}
-		return orgProgress(org, pending, ok)
-	})
+	return a.follow(ctx, fmt.Sprintf("organization %d (%s)", o.ID, o.Name), org,
+		func(ctx context.Context) (json.RawMessage, error) { return a.getOrg(ctx, o.ID) },
+		func(org json.RawMessage) (progress, error) { return orgProgress(org, pending, ok) })
 }
 
 func orgProgress(org json.RawMessage, pending, ok string) (progress, error) {

@@ -18,25 +18,40 @@ type printer struct {
 }
 
 // object prints one API object: as JSON, or one "field  value" line per
-// field in the API's order.
+// field in the API's order, the members of a nested object as lines of
+// their own ("counts.done  3").
 func (p printer) object(raw json.RawMessage) error {
 	if p.json {
 		return p.indented(raw)
 	}
-	fs, err := fields(raw)
-	if err != nil {
-		return err
-	}
 	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	for _, f := range fs {
-		fmt.Fprintf(tw, "%s\t%s\n", f.name, cell(f.value))
+	if err := writeFields(tw, "", raw); err != nil {
+		return err
 	}
 	return tw.Flush()
 }
 
+func writeFields(w io.Writer, prefix string, raw json.RawMessage) error {
+	fs, err := fields(raw)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		if v := bytes.TrimSpace(f.value); len(v) > 0 && v[0] == '{' {
+			if err := writeFields(w, prefix+f.name+".", v); err != nil {
+				return err
+			}
+			continue
+		}
+		fmt.Fprintf(w, "%s\t%s\n", clean(prefix+f.name), cell(f.value))
+	}
+	return nil
+}
+
 // list prints every item of a list: as JSON, the API's page with all of
 // them and no next cursor, so that `jq '.items[]'` reads tenantctl's output
-// and the API's alike; as a table, the columns named (JSON field names).
+// and the API's alike; as a table, the columns named: JSON field names, or
+// paths into nested objects ("counts.done", headed DONE).
 func (p printer) list(items []json.RawMessage, columns ...string) error {
 	if p.json {
 		b, err := json.Marshal(struct {
@@ -49,19 +64,39 @@ func (p printer) list(items []json.RawMessage, columns ...string) error {
 		return p.indented(b)
 	}
 	tw := tabwriter.NewWriter(p.w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(columns, "\t")))
+	headers := make([]string, len(columns))
+	for i, c := range columns {
+		headers[i] = strings.ToUpper(c[strings.LastIndexByte(c, '.')+1:])
+	}
+	fmt.Fprintln(tw, strings.Join(headers, "\t"))
 	for _, raw := range items {
-		var m map[string]json.RawMessage
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return err
-		}
 		cells := make([]string, len(columns))
 		for i, c := range columns {
-			cells[i] = cell(m[c])
+			v, err := member(raw, c)
+			if err != nil {
+				return err
+			}
+			cells[i] = cell(v)
 		}
 		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	return tw.Flush()
+}
+
+// member is the value at path ("status", "counts.done") in a JSON object;
+// nil when it has none.
+func member(raw json.RawMessage, path string) (json.RawMessage, error) {
+	for name := range strings.SplitSeq(path, ".") {
+		if v := bytes.TrimSpace(raw); len(v) == 0 || v[0] != '{' {
+			return nil, nil
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, err
+		}
+		raw = m[name]
+	}
+	return raw, nil
 }
 
 // message prints a sentence for people; JSON output prints none.

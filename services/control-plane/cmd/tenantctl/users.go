@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"net/url"
 	"strconv"
 
@@ -52,20 +51,6 @@ func (a *ctl) usersList() *cobra.Command {
 
 // userPatch is a command sending one fixed PATCH /admin/users/{id}.
 func (a *ctl) userPatch(name, short string, patch map[string]any) *cobra.Command {
-	return &cobra.Command{
-		Use:   name + " ID",
-		Short: short,
-		Args:  cobra.ExactArgs(1),
-		RunE: a.runE(func(ctx context.Context, args []string) error {
-			id, err := idArg("user", args[0])
-			if err != nil {
-				return err
-			}
-			var user json.RawMessage
-			if err := a.client.Do(ctx, api.Patch("/admin/users/"+strconv.FormatInt(id, 10), patch), &user); err != nil {
-				return err
-			}
-			return a.out.object(user)
-		}),
-	}
+	return a.objectCommand(objectCmd{use: name + " ID", short: short, what: "user",
+		request: func(id int64) api.Request { return api.Patch("/admin/users/"+strconv.FormatInt(id, 10), patch) }})
 }

@@ -87,6 +87,23 @@ func (a *ctl) wait(ctx context.Context, title string, first progress, poll func(
 	return nil
 }
 
+// follow waits for the operation on obj, an object of the API as it stands
+// at first: get fetches it again, at reads where it stands.
+func (a *ctl) follow(ctx context.Context, title string, obj json.RawMessage,
+	get func(context.Context) (json.RawMessage, error), at func(json.RawMessage) (progress, error)) error {
+	first, err := at(obj)
+	if err != nil {
+		return err
+	}
+	return a.wait(ctx, title, first, func(ctx context.Context) (progress, error) {
+		obj, err := get(ctx)
+		if err != nil {
+			return progress{}, err
+		}
+		return at(obj)
+	})
+}
+
 // transient errors are worth asking again: no answer, or a 5xx.
 func transient(err error) bool {
 	var apiErr *api.Error
