@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"net"
 	"net/url"
@@ -93,12 +94,14 @@ func AddUser(tb testing.TB, db tenantapi.Database, email, password, role string)
 	return u
 }
 
-// NextRelease is the embedded tenant migrations plus one more, name.up.sql
-// and name.down.sql (name as "000003_nickname"), the way the next release
-// would ship it; a control plane started with app.WithTenantMigrations of
-// it has a migration to roll out to tenants provisioned before.
+// NextRelease is the embedded tenant migrations plus one more after the
+// newest, with the up and down files given (named as "000004_name"), the
+// way the next release would ship it; a control plane started with
+// app.WithTenantMigrations of it has a migration to roll out to tenants
+// provisioned before. Its Latest is the new version.
 func NextRelease(tb testing.TB, name, up, down string) tenantdb.Migrations {
 	tb.Helper()
+	name = fmt.Sprintf("%06d_%s", tenantdb.LatestVersion()+1, name)
 	fsys := fstest.MapFS{}
 	entries, err := fs.ReadDir(migrations.Tenant, "tenant")
 	if err != nil {

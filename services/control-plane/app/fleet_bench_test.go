@@ -21,6 +21,7 @@ import (
 
 	"tenantbase/libs/config"
 	"tenantbase/libs/pgcluster"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
@@ -78,7 +79,7 @@ func BenchmarkFleetMigrations(b *testing.B) {
 		c.TenantMigrateOnStart = false
 		c.CredentialsKey = config.Secret(base64.StdEncoding.EncodeToString(key))
 		c.LogLevel = "warn"
-	}, RunOptions: []app.Option{app.WithTenantMigrations(tenantdbtest.NextRelease(b, "000003_bench_note",
+	}, RunOptions: []app.Option{app.WithTenantMigrations(tenantdbtest.NextRelease(b, "bench_note",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN bench_note TEXT;\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN bench_note;\nCOMMIT;\n"))}})
 	admin := cp.LoginAdmin(b)
@@ -195,9 +196,10 @@ func provisionFleet(b *testing.B, core string, key []byte, n int) {
 		b.Fatal(err)
 	}
 	var ready int
-	testenv.QueryRow(b, core, `SELECT count(*) FROM organization WHERE status = 'ready' AND schema_version = 2`, nil, &ready)
+	testenv.QueryRow(b, core, `SELECT count(*) FROM organization WHERE status = 'ready' AND schema_version = $1`,
+		[]any{tenantdb.LatestVersion()}, &ready)
 	if ready != n {
-		b.Fatalf("%d of %d tenants ready at version 2", ready, n)
+		b.Fatalf("%d of %d tenants ready at version %d", ready, n, tenantdb.LatestVersion())
 	}
 }
 

@@ -22,15 +22,12 @@ import (
 
 const runTimeout = 3 * time.Minute
 
-// nicknameFile is the third tenant migration of the tests: one statement,
-// which fails on a tenant whose table already has the column.
-const nicknameFile = "000003_nickname.up.sql"
-
-// withNickname is the embedded tenant migrations plus a third one, the
-// way the next release would ship it.
+// withNickname is the embedded tenant migrations plus a nickname column,
+// the way the next release would ship it: one statement, which fails on a
+// tenant whose table already has the column.
 func withNickname(t testing.TB) tenantdb.Migrations {
 	t.Helper()
-	return tenantdbtest.NextRelease(t, "000003_nickname",
+	return tenantdbtest.NextRelease(t, "nickname",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN nickname VARCHAR(100);\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN IF EXISTS nickname;\nCOMMIT;\n")
 }
@@ -246,27 +243,29 @@ func TestFleetParksTheFailingTenantAndResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cp := f.start(t, app.WithTenantMigrations(withNickname(t)))
+	m := withNickname(t)
+	from, to := int(tenantdb.LatestVersion()), int(m.Latest())
+	cp := f.start(t, app.WithTenantMigrations(m))
 	admin := cp.LoginAdmin(t)
 	started := runStartedOnStart(t, cp, admin)
-	if started.TargetVersion != 3 {
-		t.Fatalf("run started on start: %+v, want one to version 3", started)
+	if started.TargetVersion != to {
+		t.Fatalf("run started on start: %+v, want one to version %d", started, to)
 	}
 	run := waitRun(t, cp, admin, started.ID, "completed_with_failures")
 	if c := run.Counts; c.Done != tenants-1 || c.Failed != 1 || c.Pending+c.Running+c.Skipped != 0 {
 		t.Fatalf("counts %+v, want %d done and 1 failed", c, tenants-1)
 	}
-	if run.FinishedAt == nil || len(run.Failed) != 1 || run.Failed[0].TenantID != bad || run.Failed[0].FromVersion != 2 {
-		t.Fatalf("run %+v, want tenant %d parked from version 2", run, bad)
+	if run.FinishedAt == nil || len(run.Failed) != 1 || run.Failed[0].TenantID != bad || run.Failed[0].FromVersion != from {
+		t.Fatalf("run %+v, want tenant %d parked from version %d", run, bad, from)
 	}
 	detail := run.Failed[0].Error
-	for _, want := range []string{nicknameFile, `column "nickname" of relation "tenantuser" already exists`, "SQLSTATE 42701"} {
+	for _, want := range []string{m.File(m.Latest(), true), `column "nickname" of relation "tenantuser" already exists`, "SQLSTATE 42701"} {
 		if !strings.Contains(detail, want) {
 			t.Fatalf("error %q does not say %q", detail, want)
 		}
 	}
 	failed := runTenants(t, cp, admin, run.ID, "state=failed")
-	if len(failed.Items) != 1 || failed.Items[0].TenantID != bad || failed.Items[0].SchemaVersion != 2 ||
+	if len(failed.Items) != 1 || failed.Items[0].TenantID != bad || failed.Items[0].SchemaVersion != from ||
 		failed.Items[0].Error == nil || *failed.Items[0].Error != detail {
 		t.Fatalf("failed tenants %+v", failed)
 	}
@@ -289,9 +288,9 @@ func TestFleetParksTheFailingTenantAndResumes(t *testing.T) {
 
 	for _, id := range f.ids {
 		org := cp.Organization(t, f.owner.AccessToken, id)
-		want := 3
+		want := to
 		if id == bad {
-			want = 2
+			want = from
 		}
 		if org.Status != "ready" || org.SchemaVersion != want || databaseVersion(t, cp, id) != want {
 			t.Fatalf("organization %d: %s at %d, want ready at %d in the core and in its database", id, org.Status, org.SchemaVersion, want)
@@ -303,17 +302,17 @@ func TestFleetParksTheFailingTenantAndResumes(t *testing.T) {
 			}
 			continue
 		}
-		if len(migrated) != 1 || migrated[0].Data.SchemaVersion != 3 || migrated[0].Data.PreviousSchemaVersion == nil ||
-			*migrated[0].Data.PreviousSchemaVersion != 2 || migrated[0].Data.Status != "ready" {
-			t.Fatalf("tenant %d: tenant.migrated %+v, want one from 2 to 3", id, migrated)
+		if len(migrated) != 1 || migrated[0].Data.SchemaVersion != to || migrated[0].Data.PreviousSchemaVersion == nil ||
+			*migrated[0].Data.PreviousSchemaVersion != from || migrated[0].Data.Status != "ready" {
+			t.Fatalf("tenant %d: tenant.migrated %+v, want one from %d to %d", id, migrated, from, to)
 		}
 	}
 	parked := outboxEvents(t, f.core, events.TenantMigrationFailed, bad)
-	if len(parked) != 1 || parked[0].Data.Detail != detail || parked[0].Data.SchemaVersion != 2 || parked[0].Data.Status != "ready" {
+	if len(parked) != 1 || parked[0].Data.Detail != detail || parked[0].Data.SchemaVersion != from || parked[0].Data.Status != "ready" {
 		t.Fatalf("tenant.migration_failed %+v, want one with the detail", parked)
 	}
 	// The parked tenant keeps serving: ready, with its connection details.
-	if tn := cp.Tenant(t, bad); tn.Status != "ready" || tn.SchemaVersion != 2 || tn.Database == nil {
+	if tn := cp.Tenant(t, bad); tn.Status != "ready" || tn.SchemaVersion != from || tn.Database == nil {
 		t.Fatalf("internal API for the parked tenant: %+v", tn)
 	}
 
@@ -327,10 +326,10 @@ func TestFleetParksTheFailingTenantAndResumes(t *testing.T) {
 	if c := run.Counts; c.Done != tenants || c.Failed != 0 || len(run.Failed) != 0 {
 		t.Fatalf("after resume: %+v", run)
 	}
-	if v := cp.Organization(t, f.owner.AccessToken, bad).SchemaVersion; v != 3 || databaseVersion(t, cp, bad) != 3 {
+	if v := cp.Organization(t, f.owner.AccessToken, bad).SchemaVersion; v != to || databaseVersion(t, cp, bad) != to {
 		t.Fatalf("the resumed tenant is at %d", v)
 	}
-	if got := outboxEvents(t, f.core, events.TenantMigrated, bad); len(got) != 1 || got[0].Data.SchemaVersion != 3 {
+	if got := outboxEvents(t, f.core, events.TenantMigrated, bad); len(got) != 1 || got[0].Data.SchemaVersion != to {
 		t.Fatalf("tenant.migrated of the resumed tenant: %+v", got)
 	}
 
@@ -354,8 +353,9 @@ func TestFleetCanaryFailureStopsTheRun(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, 5)
 	counter := newMigrationCounter()
+	m := withNickname(t)
 	cp := f.startWith(t, func(c *app.Config) { c.TenantMigrateOnStart = false },
-		app.WithTenantMigrations(withNickname(t)), app.WithBeforeTenantMigration(counter.before))
+		app.WithTenantMigrations(m), app.WithBeforeTenantMigration(counter.before))
 	admin := cp.LoginAdmin(t)
 	canary := f.ids[0]
 	testenv.Exec(t, tenantDSN(t, cp, canary), `ALTER TABLE tenantuser ADD COLUMN nickname VARCHAR(100)`)
@@ -369,7 +369,7 @@ func TestFleetCanaryFailureStopsTheRun(t *testing.T) {
 		t.Fatalf("the failed tenant is not marked canary: %+v", p.Items)
 	}
 	for _, id := range f.ids[1:] {
-		if n := counter.count(id); n != 0 || databaseVersion(t, cp, id) != 2 || cp.Organization(t, f.owner.AccessToken, id).SchemaVersion != 2 {
+		if n := counter.count(id); n != 0 || databaseVersion(t, cp, id) != int(tenantdb.LatestVersion()) || cp.Organization(t, f.owner.AccessToken, id).SchemaVersion != int(tenantdb.LatestVersion()) {
 			t.Fatalf("tenant %d was touched (%d migrations) while the canary failed", id, n)
 		}
 	}
@@ -385,8 +385,8 @@ func TestFleetCanaryFailureStopsTheRun(t *testing.T) {
 		if i == 0 {
 			want = 2
 		}
-		if n := counter.count(id); n != want || databaseVersion(t, cp, id) != 3 {
-			t.Fatalf("tenant %d: %d migrations, want %d, and version 3", id, n, want)
+		if n := counter.count(id); n != want || databaseVersion(t, cp, id) != int(m.Latest()) {
+			t.Fatalf("tenant %d: %d migrations, want %d, and version %d", id, n, want, m.Latest())
 		}
 	}
 }
@@ -421,7 +421,7 @@ func TestFleetTwoControlPlanesMigrateEachTenantOnce(t *testing.T) {
 		}
 		worked[0] += a
 		worked[1] += b
-		if n := len(outboxEvents(t, f.core, events.TenantMigrated, id)); n != 1 || databaseVersion(t, cps[0], id) != 3 {
+		if n := len(outboxEvents(t, f.core, events.TenantMigrated, id)); n != 1 || databaseVersion(t, cps[0], id) != int(m.Latest()) {
 			t.Errorf("tenant %d: %d tenant.migrated, want 1", id, n)
 		}
 	}
@@ -434,11 +434,12 @@ func TestFleetTwoControlPlanesMigrateEachTenantOnce(t *testing.T) {
 func TestFleetRollsBackAndForward(t *testing.T) {
 	t.Parallel()
 	counter := newMigrationCounter()
-	cp := cptest.Start(t, cptest.Options{RunOptions: []app.Option{app.WithBeforeTenantMigration(counter.before)}})
+	m := withNickname(t)
+	cp := cptest.Start(t, cptest.Options{RunOptions: []app.Option{app.WithTenantMigrations(m), app.WithBeforeTenantMigration(counter.before)}})
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	ids := createReady(t, cp, owner, 3)
 	admin := cp.LoginAdmin(t)
-	latest := int(tenantdb.LatestVersion())
+	latest := int(m.Latest())
 
 	back := startRun(t, cp, admin, map[string]any{"target_version": latest - 1})
 	back = waitRun(t, cp, admin, back.ID, "completed")
@@ -447,7 +448,7 @@ func TestFleetRollsBackAndForward(t *testing.T) {
 	}
 	for _, id := range ids {
 		if v := cp.Organization(t, owner.AccessToken, id).SchemaVersion; v != latest-1 || databaseVersion(t, cp, id) != latest-1 ||
-			hasColumn(t, cp, id, "last_login_at") {
+			hasColumn(t, cp, id, "nickname") {
 			t.Fatalf("tenant %d after the rollback: core %d, database %d", id, v, databaseVersion(t, cp, id))
 		}
 		e := outboxEvents(t, cp.DatabaseURL, events.TenantMigrated, id)
@@ -464,7 +465,7 @@ func TestFleetRollsBackAndForward(t *testing.T) {
 		t.Fatalf("forward %+v", forward)
 	}
 	for _, id := range ids {
-		if databaseVersion(t, cp, id) != latest || !hasColumn(t, cp, id, "last_login_at") {
+		if databaseVersion(t, cp, id) != latest || !hasColumn(t, cp, id, "nickname") {
 			t.Fatalf("tenant %d not rolled forward", id)
 		}
 	}
@@ -490,11 +491,12 @@ func TestFleetRollsBackAndForward(t *testing.T) {
 // errors, pause, cancel and resume.
 func TestFleetAPI(t *testing.T) {
 	t.Parallel()
-	cp := cptest.Start(t, cptest.Options{})
+	m := withNickname(t)
+	cp := cptest.Start(t, cptest.Options{RunOptions: []app.Option{app.WithTenantMigrations(m)}})
 	owner := cp.SignUpOwner(t, "owner@example.com", ownerPassword)
 	ids := createReady(t, cp, owner, 3)
 	admin := cp.LoginAdmin(t)
-	latest := int(tenantdb.LatestVersion())
+	latest := int(m.Latest())
 
 	cp.Do(t, http.MethodPost, "/admin/migrations", owner.AccessToken, map[string]any{}).ExpectProblem(t, http.StatusForbidden, "admin_required")
 	cp.Do(t, http.MethodGet, "/admin/migrations", "", nil).ExpectProblem(t, http.StatusUnauthorized, "unauthorized")
@@ -530,7 +532,7 @@ func TestFleetAPI(t *testing.T) {
 
 	// Roll back, then forward with on_error=pause over a tenant that fails.
 	waitRun(t, cp, admin, startRun(t, cp, admin, map[string]any{"target_version": latest - 1}).ID, "completed")
-	testenv.Exec(t, tenantDSN(t, cp, ids[0]), `ALTER TABLE tenantuser ADD COLUMN last_login_at TIMESTAMPTZ`)
+	testenv.Exec(t, tenantDSN(t, cp, ids[0]), `ALTER TABLE tenantuser ADD COLUMN nickname TEXT`)
 	run := startRun(t, cp, admin, map[string]any{"canary": 0, "concurrency": 1, "on_error": "pause", "tenant_ids": ids})
 	run = waitRun(t, cp, admin, run.ID, "paused")
 	if c := run.Counts; c.Failed != 1 || c.Pending != 2 || c.Running != 0 {
@@ -554,7 +556,7 @@ func TestFleetAPI(t *testing.T) {
 	}
 
 	// A new run after the cancelled one; the failed tenant is fixed first.
-	testenv.Exec(t, tenantDSN(t, cp, ids[0]), `ALTER TABLE tenantuser DROP COLUMN last_login_at`)
+	testenv.Exec(t, tenantDSN(t, cp, ids[0]), `ALTER TABLE tenantuser DROP COLUMN nickname`)
 	last := waitRun(t, cp, admin, startRun(t, cp, admin, map[string]any{}).ID, "completed")
 	if last.Counts.Done != 3 {
 		t.Fatalf("counts %+v", last.Counts)

@@ -167,12 +167,14 @@ func expectProblem(t *testing.T, r result, code int, problem string) {
 // Shapes of the API's objects, decoded strictly: tenantctl's JSON is the
 // API's, field for field.
 type user struct {
-	ID         int64     `json:"id"`
-	Email      string    `json:"email"`
-	IsVerified bool      `json:"is_verified"`
-	IsOwner    bool      `json:"is_owner"`
-	IsAdmin    bool      `json:"is_admin"`
-	CreatedAt  time.Time `json:"created_at"`
+	ID         int64  `json:"id"`
+	Email      string `json:"email"`
+	IsVerified bool   `json:"is_verified"`
+	IsOwner    bool   `json:"is_owner"`
+	IsAdmin    bool   `json:"is_admin"`
+	// MaxOrganizations is the user's own quota; nil: the default.
+	MaxOrganizations *int      `json:"max_organizations"`
+	CreatedAt        time.Time `json:"created_at"`
 }
 
 type userList struct {

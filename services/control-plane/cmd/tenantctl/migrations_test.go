@@ -49,7 +49,7 @@ func newMigrationFleet(t *testing.T, tenants int) *migrationFleet {
 	if err := current.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	next := tenantdbtest.NextRelease(t, fmt.Sprintf("%06d_nickname", f.next),
+	next := tenantdbtest.NextRelease(t, "nickname",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN nickname VARCHAR(100);\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN nickname;\nCOMMIT;\n")
 	// The test starts the runs itself.
