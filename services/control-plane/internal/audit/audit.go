@@ -42,6 +42,7 @@ const (
 const (
 	TargetUser         = "user"
 	TargetOrganization = "organization"
+	TargetMigrationRun = "migration_run"
 )
 
 // Actions. Features that change organizations record theirs with the
@@ -66,6 +67,11 @@ const (
 	OrganizationMove               = "organization.move"
 	OrganizationMigrate            = "organization.migrate"
 	OrganizationRotateCredentials  = "organization.rotate_credentials"
+
+	MigrationRunStart  = "migration_run.start"
+	MigrationRunPause  = "migration_run.pause"
+	MigrationRunCancel = "migration_run.cancel"
+	MigrationRunResume = "migration_run.resume"
 )
 
 // Entry is one action to record.

@@ -28,6 +28,7 @@ import (
 	"tenantbase/libs/page"
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/tenantdb"
+	"tenantbase/services/control-plane/internal/audit"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/provisioning"
 )
@@ -315,6 +316,11 @@ func (s *Service) create(ctx context.Context, tx pgx.Tx, sp spec, below int) (in
 	if err := insertTenants(ctx, tx, id, rows); err != nil {
 		return 0, fmt.Errorf("fleet: start a run: %w", err)
 	}
+	if err := audit.Record(ctx, tx, audit.Entry{Action: audit.MigrationRunStart, TargetType: audit.TargetMigrationRun,
+		TargetID: audit.ID(id), Detail: map[string]any{"target_version": sp.target, "tenants": len(rows),
+			"canary": sp.canary, "concurrency": sp.concurrency, "on_error": sp.onError}}); err != nil {
+		return 0, err
+	}
 	return id, s.advance(ctx, tx, id)
 }
 
@@ -402,7 +408,7 @@ func (s *Service) Tenants(ctx context.Context, id int64, state State, r page.Req
 // Pause stops a running run from starting tenants; those running finish.
 // Pausing a paused run changes nothing.
 func (s *Service) Pause(ctx context.Context, id int64) (Run, error) {
-	return s.steer(ctx, id, func(tx pgx.Tx, run Run) error {
+	return s.steer(ctx, id, audit.MigrationRunPause, func(tx pgx.Tx, run Run) error {
 		switch run.Status {
 		case StatusPaused:
 			return nil
@@ -416,7 +422,7 @@ func (s *Service) Pause(ctx context.Context, id int64) (Run, error) {
 // Cancel ends a run: tenants running finish, pending ones never start.
 // Cancelling a cancelled run changes nothing.
 func (s *Service) Cancel(ctx context.Context, id int64) (Run, error) {
-	return s.steer(ctx, id, func(tx pgx.Tx, run Run) error {
+	return s.steer(ctx, id, audit.MigrationRunCancel, func(tx pgx.Tx, run Run) error {
 		switch run.Status {
 		case StatusCancelled:
 			return nil
@@ -430,7 +436,7 @@ func (s *Service) Cancel(ctx context.Context, id int64) (Run, error) {
 // Resume sends the run's parked tenants back to pending and runs it again:
 // a paused run continues, a run completed with failures retries them.
 func (s *Service) Resume(ctx context.Context, id int64) (Run, error) {
-	return s.steer(ctx, id, func(tx pgx.Tx, run Run) error {
+	return s.steer(ctx, id, audit.MigrationRunResume, func(tx pgx.Tx, run Run) error {
 		switch run.Status {
 		case StatusCompleted, StatusCancelled:
 			return ErrFinished
@@ -445,14 +451,23 @@ func (s *Service) Resume(ctx context.Context, id int64) (Run, error) {
 	})
 }
 
-// steer runs fn on run id under its lock, then returns the run.
-func (s *Service) steer(ctx context.Context, id int64, fn func(tx pgx.Tx, run Run) error) (Run, error) {
+// steer runs fn on run id under its lock and records action in the audit
+// log (also when it changed nothing: an admin asked), then returns the run.
+func (s *Service) steer(ctx context.Context, id int64, action string, fn func(tx pgx.Tx, run Run) error) (Run, error) {
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		run, err := lockRun(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		return fn(tx, run)
+		if err := fn(tx, run); err != nil {
+			return err
+		}
+		now, err := lockRun(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, audit.Entry{Action: action, TargetType: audit.TargetMigrationRun, TargetID: audit.ID(id),
+			Detail: map[string]any{"from_status": run.Status, "to_status": now.Status}})
 	})
 	if pgutil.Code(err) == pgerrcode.UniqueViolation {
 		return Run{}, ErrInProgress

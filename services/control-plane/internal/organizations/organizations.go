@@ -403,6 +403,12 @@ func (s *Store) RecordMigration(ctx context.Context, tx pgx.Tx, id int64, versio
 			return org, 0, err
 		}
 	}
+	if previous != version {
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationMigrate, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id), Detail: map[string]any{"from_version": previous, "to_version": version}}); err != nil {
+			return org, 0, err
+		}
+	}
 	return org, previous, nil
 }
 
@@ -415,8 +421,15 @@ func (s *Store) RecordMigrationFailure(ctx context.Context, tx pgx.Tx, id int64,
 		return Organization{}, err
 	}
 	org, err := s.setSchemaVersion(ctx, tx, id, version)
-	if err != nil || !migratable(org.Status) {
+	if err != nil {
 		return org, err
+	}
+	if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationMigrate, TargetType: audit.TargetOrganization,
+		TargetID: audit.ID(id), Outcome: audit.Failure, Detail: map[string]any{"schema_version": version, "error": detail}}); err != nil {
+		return org, err
+	}
+	if !migratable(org.Status) {
+		return org, nil
 	}
 	e := s.Event(events.TenantMigrationFailed, org)
 	e.Data.Detail = detail
