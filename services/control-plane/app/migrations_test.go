@@ -22,7 +22,7 @@ func TestMigrationsUpDownUp(t *testing.T) {
 		files  fs.FS
 		tables []string
 	}{
-		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "river_job", "river_migration", "river_leader", "river_queue"}},
+		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "db_server", "river_job", "river_migration", "river_leader", "river_queue"}},
 		{"tenant", migrations.Tenant, []string{"tenantuser", "refresh_token"}},
 	}
 	for _, tc := range cases {
