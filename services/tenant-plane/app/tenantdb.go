@@ -17,20 +17,22 @@ import (
 // tenantDB is one request's handle on the tenant's database (pools.DB),
 // which follows a password rotation the plane has not applied yet: when a
 // new connection is refused for its password, the tenant is looked up
-// again and the statement runs on the new details. Nothing has run when a
-// connection cannot be opened, so the retry repeats nothing. The control
-// plane changes the role's password a moment before the new one is
-// committed, so a lookup may still answer the old one: it is asked again
-// a few times, briefly.
+// again and the statement runs on the new details; so does a statement
+// whose connection attempt was cut short because the pool was replaced
+// meanwhile (another request brought the new details first). Nothing has
+// run when a connection cannot be opened, so the retry repeats nothing.
+// The control plane changes the role's password a moment before the new
+// one is committed, so a lookup may still answer the old one: it is asked
+// again a few times, briefly.
 type tenantDB struct {
 	a      *api
 	id     int64
 	target pools.Target
 }
 
-// passwordRetries bounds the lookups after a refused password; with the
-// waits between them they span about a second.
-const passwordRetries = 5
+// connectRetries bounds the retries of one statement; with the waits
+// between them they span about a second.
+const connectRetries = 6
 
 func (a *api) tenantDB(t tenants.Tenant) *tenantDB {
 	return &tenantDB{a: a, id: t.ID, target: targetOf(t)}
@@ -46,17 +48,23 @@ func (d *tenantDB) db() pools.DB { return d.a.pools.DB(d.target) }
 // again reports whether a statement that failed with err is to be run
 // again, after looking the tenant up anew.
 func (d *tenantDB) again(ctx context.Context, err error, attempt int) bool {
-	if attempt >= passwordRetries || !errors.Is(err, pools.ErrUnavailable) || pgutil.Code(err) != pgerrcode.InvalidPassword {
+	if attempt >= connectRetries || ctx.Err() != nil || !errors.Is(err, pools.ErrUnavailable) {
+		return false
+	}
+	refused := pgutil.Code(err) == pgerrcode.InvalidPassword
+	if !refused && !errors.Is(err, context.Canceled) {
 		return false
 	}
 	if attempt > 0 {
 		select {
 		case <-ctx.Done():
 			return false
-		case <-time.After(time.Duration(attempt) * 100 * time.Millisecond):
+		case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
 		}
 	}
-	d.a.resolver.Expire(d.id)
+	if refused {
+		d.a.resolver.Expire(d.id)
+	}
 	t, err := d.a.resolver.Resolve(ctx, d.id)
 	if err != nil || !t.Status.Serving() {
 		return false
