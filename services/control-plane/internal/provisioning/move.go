@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,13 +37,13 @@ const drainTimeout = 5 * time.Second
 
 // Move carries a moving organization's database to its target server:
 //
+//   - prepare: the role (same name and password) and a fresh, empty database
+//     on the target; a copy left there by an earlier attempt is replaced.
 //   - freeze: new sessions of the tenant role on the source database are
 //     read-only (ALTER ROLE ... IN DATABASE ... SET
 //     default_transaction_read_only), tenant.updated tells the tenant
 //     planes to drop their connections, and the sessions opened before are
 //     waited for (then terminated): from then on no write reaches the source.
-//   - prepare: the role (same name and password) and a fresh, empty database
-//     on the target; a copy left there by an earlier attempt is replaced.
 //   - copy: pg_dump of the source piped into pg_restore on the target, in
 //     one transaction.
 //   - verify: every table has as many rows on the target as on the source.
@@ -73,41 +74,48 @@ func (p *Provisioner) Move(ctx context.Context, orgID int64) error {
 		if err != nil {
 			return err
 		}
-		var frozen time.Time
-		if err := p.step(ctx, orgID, StepMoveFreeze, func() error {
-			frozen, err = p.freeze(ctx, src, org)
-			return err
-		}); err != nil {
-			return err
-		}
-		if err := p.step(ctx, orgID, StepMovePrepare, func() error { return p.prepareTarget(ctx, dst, orgID, creds) }); err != nil {
+		// took times each step for the log line of a finished move.
+		var took []any
+		timed := func(name string, fn func() error) error {
+			began := time.Now()
+			err := p.step(ctx, orgID, name, fn)
+			took = append(took, name, time.Since(began).Round(time.Millisecond).String())
 			return err
 		}
-		if err := p.step(ctx, orgID, StepMoveCopy, func() error { return p.copyDatabase(ctx, src, dst, creds) }); err != nil {
+		// The empty target is made before the source stops taking writes,
+		// so that the time without writes is the copy's alone.
+		if err := timed(StepMovePrepare, func() error { return p.prepareTarget(ctx, dst, orgID, creds) }); err != nil {
+			return err
+		}
+		if err := timed(StepMoveFreeze, func() error { _, err := p.freeze(ctx, src, org); return err }); err != nil {
+			return err
+		}
+		if err := timed(StepMoveCopy, func() error { return p.copyDatabase(ctx, src, dst, creds) }); err != nil {
 			return err
 		}
 		var rows map[string]int64
-		if err := p.step(ctx, orgID, StepMoveVerify, func() error {
+		if err := timed(StepMoveVerify, func() error {
 			rows, err = verifyCopy(ctx, src, dst, creds.Name)
 			return err
 		}); err != nil {
 			return err
 		}
-		return p.step(ctx, orgID, StepMoveSwitch, func() error {
-			ok, err := p.store.FinishMove(ctx, orgID, dst.server.ID, dst.server.Host, dst.server.Port, func(tx pgx.Tx) error {
+		var ok bool
+		if err := timed(StepMoveSwitch, func() error {
+			ok, err = p.store.FinishMove(ctx, orgID, dst.server.ID, dst.server.Host, dst.server.Port, func(tx pgx.Tx) error {
 				return p.jobs.EnqueueDropCopy(ctx, tx, orgID, src.server.ID, p.opts.MoveGrace)
 			})
-			if err == nil && ok {
-				var total int64
-				for _, n := range rows {
-					total += n
-				}
-				p.log.Info("tenant moved", "tenant_id", orgID, "from_db_server_id", src.server.ID,
-					"db_server_id", dst.server.ID, "tables", len(rows), "rows", total,
-					"frozen_for", time.Since(frozen).Round(time.Millisecond).String())
-			}
 			return err
-		})
+		}); err != nil || !ok {
+			return err
+		}
+		var total int64
+		for _, n := range rows {
+			total += n
+		}
+		p.log.Info("tenant moved", append([]any{"tenant_id", orgID, "from_db_server_id", src.server.ID,
+			"db_server_id", dst.server.ID, "tables", len(rows), "rows", total}, took...)...)
+		return nil
 	})
 }
 
@@ -388,13 +396,17 @@ func (t *tail) String() string {
 // servers and returns the counts, or an error naming the first table that
 // differs. The source refuses writes meanwhile, so its counts are final.
 func verifyCopy(ctx context.Context, src, dst *serverConn, db string) (map[string]int64, error) {
-	want, err := rowCounts(ctx, src.adminDSN(db))
-	if err != nil {
-		return nil, fmt.Errorf("count rows on the source: %w", err)
+	var want, got map[string]int64
+	var srcErr, dstErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { want, srcErr = rowCounts(ctx, src.adminDSN(db)) })
+	wg.Go(func() { got, dstErr = rowCounts(ctx, dst.adminDSN(db)) })
+	wg.Wait()
+	if srcErr != nil {
+		return nil, fmt.Errorf("count rows on the source: %w", srcErr)
 	}
-	got, err := rowCounts(ctx, dst.adminDSN(db))
-	if err != nil {
-		return nil, fmt.Errorf("count rows on the target: %w", err)
+	if dstErr != nil {
+		return nil, fmt.Errorf("count rows on the target: %w", dstErr)
 	}
 	names := slices.Sorted(maps.Keys(want))
 	for _, t := range slices.Sorted(maps.Keys(got)) {
