@@ -162,8 +162,8 @@ func (r Registration) normalize() (Registration, error) {
 	return r, apperr.Join(errs...)
 }
 
-// Address is the host and port of a postgres:// admin DSN (port 5432 when
-// it names none).
+// Address is the host and port of a postgres:// admin DSN: localhost and
+// 5432 when it names none (a DSN over a Unix socket), as libpq does.
 func Address(adminURL string) (host string, port int, err error) {
 	u, err := ParseURL(adminURL)
 	if err != nil {
@@ -176,7 +176,7 @@ func Address(adminURL string) (host string, port int, err error) {
 		}
 	}
 	if host == "" {
-		return "", 0, errors.New("must name a host")
+		host = "localhost"
 	}
 	return host, port, nil
 }

@@ -43,7 +43,7 @@ func TestAddress(t *testing.T) {
 		{"postgresql://admin@10.0.0.5/postgres", "10.0.0.5", 5432, true},
 		{"postgres://admin@[::1]:5433/postgres", "::1", 5433, true},
 		{"host=db user=admin", "", 0, false},
-		{"postgres:///postgres", "", 0, false},
+		{"postgres:///postgres?host=/var/run/postgresql", "localhost", 5432, true},
 		{"postgres://admin@db:99999/postgres", "", 0, false},
 	} {
 		host, port, err := dbservers.Address(tc.dsn)
