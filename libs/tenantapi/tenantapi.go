@@ -28,14 +28,23 @@ type Status string
 const (
 	StatusProvisioning Status = "provisioning"
 	StatusReady        Status = "ready"
-	StatusFailed       Status = "failed"
-	StatusSuspended    Status = "suspended"
-	StatusDeleting     Status = "deleting"
-	StatusDeleted      Status = "deleted"
+	// StatusMoving is a ready tenant whose database is being copied to
+	// another server: it serves reads, and its database refuses writes
+	// until the move is done.
+	StatusMoving    Status = "moving"
+	StatusFailed    Status = "failed"
+	StatusSuspended Status = "suspended"
+	StatusDeleting  Status = "deleting"
+	StatusDeleted   Status = "deleted"
 )
 
 // Statuses lists every status, in lifecycle order.
-var Statuses = []Status{StatusProvisioning, StatusReady, StatusFailed, StatusSuspended, StatusDeleting, StatusDeleted}
+var Statuses = []Status{StatusProvisioning, StatusReady, StatusMoving, StatusFailed, StatusSuspended, StatusDeleting, StatusDeleted}
+
+// Serving reports whether requests are served for a tenant in status s:
+// ready, or moving (reads only). The internal API gives the database of
+// exactly these.
+func (s Status) Serving() bool { return s == StatusReady || s == StatusMoving }
 
 // Tenant is one organization as the internal API answers for it.
 type Tenant struct {
@@ -45,7 +54,7 @@ type Tenant struct {
 	Deployment    string `json:"deployment"`
 	Status        Status `json:"status"`
 	SchemaVersion int    `json:"schema_version"`
-	// Database is present only while the tenant is ready.
+	// Database is present only while the tenant is serving (ready or moving).
 	Database *Database `json:"database,omitempty"`
 }
 
@@ -91,7 +100,7 @@ func (p Password) GoString() string { return `"********"` }
 func (p Password) LogValue() slog.Value { return slog.StringValue(p.String()) }
 
 // Validate checks an answer for tenant id: the right id, a known status,
-// and complete connection details when ready.
+// and complete connection details when serving.
 func (t Tenant) Validate(id int64) error {
 	if t.ID != id {
 		return fmt.Errorf("tenantapi: asked for tenant %d, got %d", id, t.ID)
@@ -103,12 +112,12 @@ func (t Tenant) Validate(id int64) error {
 	if !known {
 		return fmt.Errorf("tenantapi: tenant %d has unknown status %q", id, t.Status)
 	}
-	if t.Status != StatusReady {
+	if !t.Status.Serving() {
 		return nil
 	}
 	d := t.Database
 	if d == nil || d.Host == "" || d.Port < 1 || d.Port > 65535 || d.Name == "" || d.User == "" {
-		return fmt.Errorf("tenantapi: tenant %d is ready without complete connection details", id)
+		return fmt.Errorf("tenantapi: tenant %d is %s without complete connection details", id, t.Status)
 	}
 	return nil
 }

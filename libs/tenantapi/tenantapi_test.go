@@ -45,6 +45,8 @@ func TestValidate(t *testing.T) {
 		{"provisioning without one", tenantapi.Tenant{ID: 7, Status: tenantapi.StatusProvisioning}, true},
 		{"another id", tenantapi.Tenant{ID: 8, Status: tenantapi.StatusProvisioning}, false},
 		{"ready without a database", tenantapi.Tenant{ID: 7, Status: tenantapi.StatusReady}, false},
+		{"moving with a database", tenantapi.Tenant{ID: 7, Status: tenantapi.StatusMoving, Database: ready}, true},
+		{"moving without a database", tenantapi.Tenant{ID: 7, Status: tenantapi.StatusMoving}, false},
 		{"ready without a port", tenantapi.Tenant{ID: 7, Status: tenantapi.StatusReady, Database: &tenantapi.Database{Host: "db", Name: "t", User: "t"}}, false},
 		{"unknown status", tenantapi.Tenant{ID: 7, Status: "archived"}, false},
 	} {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -112,12 +113,12 @@ func (h adminAPI) handleFleet(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, page.Map(page.Of(orgs, r.Limit, func(org organizations.Organization) int64 { return org.ID }), orgView))
+	return c.JSON(http.StatusOK, page.Map(page.Of(orgs, r.Limit, func(org organizations.Organization) int64 { return org.ID }), adminView))
 }
 
 // fleetBody is an organization as the fleet view shows it to admins.
 type fleetBody struct {
-	orgBody
+	adminOrgBody
 	Owner                ownerBody              `json:"owner"`
 	DatabaseServer       *serverBody            `json:"database_server"`
 	ProvisioningAttempts []provisioning.Attempt `json:"provisioning_attempts"`
@@ -128,30 +129,45 @@ type ownerBody struct {
 	Email string `json:"email"`
 }
 
-// serverBody is where a tenant database lives, without credentials.
+// serverBody is where a tenant database lives, without credentials: the
+// registered server and the database's name on it.
 type serverBody struct {
+	ID       int64  `json:"id"`
+	Name     string `json:"name"`
 	Host     string `json:"host"`
 	Port     int    `json:"port"`
 	Database string `json:"database"`
 }
 
-// serverView is the database server of org's view: the placement recorded
-// for it, nil until provisioning placed it. Only this function knows
-// where the server comes from.
-func serverView(org organizations.Organization) *serverBody {
-	d := org.Database
-	if d.Host == "" && d.Name == "" {
-		return nil
+// serverView is the database server of org's view: the registered server
+// it is placed on (during a move, still the source) and its database
+// there; nil until provisioning placed it.
+func (h adminAPI) serverView(ctx context.Context, org organizations.Organization) (*serverBody, error) {
+	if org.ServerID == 0 {
+		return nil, nil
 	}
-	return &serverBody{Host: d.Host, Port: d.Port, Database: d.Name}
+	s, err := h.servers.Get(ctx, org.ServerID)
+	if err != nil {
+		return nil, err
+	}
+	d := org.Database
+	host, port := d.Host, d.Port
+	if host == "" {
+		host, port = s.Host, s.Port
+	}
+	return &serverBody{ID: s.ID, Name: s.Name, Host: host, Port: port, Database: d.Name}, nil
 }
 
 func (h adminAPI) handleFleetOrganization(c echo.Context) error {
-	org, err := h.visible(c)
+	org, _, err := h.visible(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
+	server, err := h.serverView(ctx, org)
+	if err != nil {
+		return err
+	}
 	owner, err := h.accounts.User(ctx, org.OwnerID)
 	if err != nil {
 		return err
@@ -161,9 +177,9 @@ func (h adminAPI) handleFleetOrganization(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, fleetBody{
-		orgBody:              orgView(org),
+		adminOrgBody:         adminView(org),
 		Owner:                ownerBody{ID: owner.ID, Email: owner.Email},
-		DatabaseServer:       serverView(org),
+		DatabaseServer:       server,
 		ProvisioningAttempts: attempts,
 	})
 }
@@ -195,7 +211,7 @@ func (h adminAPI) handleAudit(c echo.Context) error {
 // handleOrganizationAudit lists the entries about one organization, for
 // its owner and platform admins.
 func (h adminAPI) handleOrganizationAudit(c echo.Context) error {
-	org, err := h.visible(c)
+	org, _, err := h.visible(c)
 	if err != nil {
 		return err
 	}

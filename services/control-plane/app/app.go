@@ -24,6 +24,7 @@ import (
 	"tenantbase/libs/tenantdb"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/fleet"
 	"tenantbase/services/control-plane/internal/mailer"
@@ -151,8 +152,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		return err
 	}
 
-	// Organizations, their provisioning jobs and their events; the
-	// migration runs that move their databases to other schema versions.
+	// Organizations, the database servers they live on, their background
+	// jobs and their events; the migration runs that move their databases
+	// to other schema versions.
 	tenantMigrations := tenantdb.Embedded()
 	if o.migrations != nil {
 		tenantMigrations = *o.migrations
@@ -162,14 +164,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		return err
 	}
 	orgs := organizations.NewStore(pool, jobs, dep)
-	prov, err := provisioning.New(ctx, pool, orgs, jobs, box, provisioning.Options{
-		Deployment: dep,
-		CoreDSN:    cfg.DatabaseURL.Reveal(),
-		AdminDSN:   cfg.tenantAdminDSN(),
-		Host:       cfg.TenantDBHost,
-		Port:       cfg.TenantDBPort,
-		BeforeStep: beforeStep(cfg.ProvisionStepMarker, cfg.ProvisionStepDelay, o.beforeStep),
-		Migrations: &tenantMigrations,
+	servers := dbservers.New(pool, box, orgs)
+	if err := ensureDefaultServer(ctx, cfg, servers, orgs, log); err != nil {
+		return err
+	}
+	prov, err := provisioning.New(pool, orgs, servers, jobs, box, provisioning.Options{
+		Deployment:      dep,
+		CoreDSN:         cfg.DatabaseURL.Reveal(),
+		ConnectionLimit: cfg.TenantConnectionLimit,
+		MoveGrace:       cfg.MoveGracePeriod,
+		MoveTimeout:     cfg.MoveTimeout,
+		PGBinDir:        cfg.PGBinDir,
+		BeforeStep:      beforeStep(cfg.ProvisionStepMarker, cfg.ProvisionStepDelay, o.beforeStep),
+		Migrations:      &tenantMigrations,
 	}, log)
 	if err != nil {
 		return err
@@ -236,9 +243,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 	registerServiceRoutes(public, internal, cfg.Version, keys, pool, metrics)
 	registerAccountRoutes(public, accountsAPI{svc: accountSvc}, mw)
 	registerPasswordRoute(public, passwordAPI{accounts: accountSvc, jobs: jobs}, mw)
-	registerOrganizationRoutes(public, orgAPI{accounts: accountSvc, store: orgs}, mw)
+	orgRoutes := orgAPI{accounts: accountSvc, store: orgs, servers: servers}
+	registerOrganizationRoutes(public, orgRoutes, mw)
 	registerMigrationRoutes(public, migrationAPI{svc: fleetSvc}, mw)
-	registerAdminRoutes(public, adminAPI{orgAPI: orgAPI{accounts: accountSvc, store: orgs}, db: pool}, mw)
+	registerAdminRoutes(public, adminAPI{orgAPI: orgRoutes, db: pool}, mw)
+	registerDBServerRoutes(public, dbServerAPI{servers: servers}, mw)
 	registerInternalRoutes(internal, internalAPI{store: orgs, box: box, deployment: dep}, mw)
 
 	listeners, err := httpx.Listen(cfg.HTTPAddr, cfg.InternalAddr)
@@ -291,6 +300,36 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 // Migrate applies the core migrations and returns the schema version.
 func Migrate(ctx context.Context, cfg Config) (uint, error) {
 	return pgutil.Migrate(cfg.DatabaseURL.Reveal(), migrations.Core, "core")
+}
+
+// ensureDefaultServer registers the server of TENANT_DB_ADMIN_URL (or the
+// core database's) as "default" on the first start, and records it as the
+// server of the tenants provisioned before servers were registered.
+func ensureDefaultServer(ctx context.Context, cfg Config, servers *dbservers.Registry, orgs *organizations.Store, log *slog.Logger) error {
+	s, created, err := servers.EnsureDefault(ctx, dbservers.Registration{
+		AdminURL: cfg.tenantAdminDSN(), Host: cfg.TenantDBHost, Port: cfg.TenantDBPort, MaxTenants: cfg.TenantDBMaxTenants,
+	})
+	if err != nil {
+		return err
+	}
+	if created {
+		log.Info("registered the default database server", "db_server_id", s.ID, "host", s.Host, "port", s.Port, "max_tenants", s.MaxTenants)
+	} else if stored, err := servers.AdminURL(s); err != nil {
+		// Jobs on tenants fail until the key is right; the API works.
+		log.Error("the registered admin DSN of the default database server does not decrypt: is CREDENTIALS_KEY the one of the first start?",
+			"db_server_id", s.ID)
+	} else if stored != cfg.tenantAdminDSN() {
+		log.Warn("TENANT_DB_ADMIN_URL differs from the admin DSN registered for the default database server on the first start; the registered one is used",
+			"db_server_id", s.ID)
+	}
+	n, err := orgs.AdoptUnplaced(ctx, s.ID)
+	if err != nil {
+		return fmt.Errorf("record the server of earlier tenants: %w", err)
+	}
+	if n > 0 {
+		log.Info("recorded the default database server for tenants provisioned before servers were registered", "tenants", n)
+	}
+	return nil
 }
 
 // newMailer sends over SMTP_ADDR, or writes messages to the log when none

@@ -39,12 +39,30 @@ type Config struct {
 	// DatabaseURL is the core database.
 	DatabaseURL config.Secret `envconfig:"DATABASE_URL" default:"postgres://postgres@127.0.0.1:5432/tenantbase?sslmode=disable"`
 	// TenantDBAdminURL is an admin connection (CREATEROLE, CREATEDB) to the
-	// server that holds tenant databases; empty means the core database's server.
+	// server registered as "default" on the first start; empty means the
+	// core database's server. Later servers are registered through
+	// POST /admin/db-servers; this setting is not read again once "default"
+	// exists.
 	TenantDBAdminURL config.Secret `envconfig:"TENANT_DB_ADMIN_URL"`
-	// TenantDBHost/Port are the address the tenant plane uses to reach tenant
-	// databases; empty means the host and port of TenantDBAdminURL.
+	// TenantDBHost/Port are the address the tenant plane uses to reach the
+	// default server; empty means the host and port of TenantDBAdminURL.
 	TenantDBHost string `envconfig:"TENANT_DB_HOST"`
 	TenantDBPort int    `envconfig:"TENANT_DB_PORT"`
+	// TenantDBMaxTenants is the max_tenants of the default server.
+	TenantDBMaxTenants int `envconfig:"TENANT_DB_MAX_TENANTS" default:"2000"`
+	// TenantConnectionLimit is the CONNECTION LIMIT of every tenant login
+	// role (-1: none): at least tenant-plane replicas x POOL_PER_TENANT_MAX,
+	// plus a few for the control plane.
+	TenantConnectionLimit int `envconfig:"TENANT_CONNECTION_LIMIT" default:"20"`
+	// MoveGracePeriod keeps the source database of a moved tenant this long
+	// before it is dropped; longer than the tenant plane's TENANT_CACHE_TTL,
+	// so that every replica has switched even if it missed the event.
+	MoveGracePeriod time.Duration `envconfig:"MOVE_GRACE_PERIOD" default:"15m"`
+	// MoveTimeout bounds one attempt at moving a tenant to another server.
+	MoveTimeout time.Duration `envconfig:"MOVE_TIMEOUT" default:"30m"`
+	// PGBinDir holds pg_dump and pg_restore (at least as new as every tenant
+	// database server); empty means PATH, then the newest /usr/lib/postgresql/*/bin.
+	PGBinDir string `envconfig:"PG_BIN_DIR"`
 	// CredentialsKey encrypts tenant database passwords at rest (AES-256-GCM):
 	// 32 bytes, base64. Empty outside production means a key generated once in KeysDir.
 	CredentialsKey config.Secret `envconfig:"CREDENTIALS_KEY"`
@@ -189,6 +207,10 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("TENANT_DB_ADMIN_URL (or DATABASE_URL): %w", err))
 	}
 	check(c.TenantDBPort < 0 || c.TenantDBPort > 65535, "TENANT_DB_PORT must be a port number")
+	check(c.TenantDBMaxTenants < 1, "TENANT_DB_MAX_TENANTS must be at least 1")
+	check(c.TenantConnectionLimit == 0 || c.TenantConnectionLimit < -1, "TENANT_CONNECTION_LIMIT must be -1 (none) or positive")
+	check(c.MoveGracePeriod < 0, "MOVE_GRACE_PERIOD must not be negative")
+	check(c.MoveTimeout <= 0, "MOVE_TIMEOUT must be positive")
 	if err := deployment.Validate(c.DeploymentID); err != nil {
 		errs = append(errs, fmt.Errorf("DEPLOYMENT_ID: %w", err))
 	}

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"errors"
 	"net/http"
 	"slices"
 
@@ -8,6 +9,7 @@ import (
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/problem"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/fleet"
 	"tenantbase/services/control-plane/internal/organizations"
 )
@@ -30,6 +32,8 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: organizations.ErrNotFound, Status: http.StatusNotFound, Code: "organization_not_found"},
 	{Err: organizations.ErrInvalidStatus, Status: http.StatusConflict, Code: "invalid_status"},
 	{Err: organizations.ErrQuotaExceeded, Status: http.StatusForbidden, Code: "quota_exceeded"},
+	{Err: dbservers.ErrNotFound, Status: http.StatusNotFound, Code: "db_server_not_found"},
+	{Err: dbservers.ErrExists, Status: http.StatusConflict, Code: "db_server_exists"},
 	{Err: errOwnerRequired, Status: http.StatusForbidden, Code: "owner_required"},
 	{Err: fleet.ErrNotFound, Status: http.StatusNotFound, Code: "migration_not_found"},
 	{Err: fleet.ErrInProgress, Status: http.StatusConflict, Code: "migration_in_progress"},
@@ -37,3 +41,14 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Match: pgutil.IsUnavailable, Status: http.StatusServiceUnavailable, Code: "database_unavailable",
 		Detail: "the core database is unreachable; try again shortly", RetryAfter: problem.RetryIn(2)},
 })
+
+// withOwnDetail answers the errors whose own text is the detail the caller
+// needs, which the table does not show for errors it matches by type: a
+// server that cannot be registered, with the cause (never a password).
+func withOwnDetail(err error) error {
+	var unreachable *dbservers.UnreachableError
+	if errors.As(err, &unreachable) {
+		return problem.New(http.StatusUnprocessableEntity, "db_server_unreachable", unreachable.Error())
+	}
+	return err
+}

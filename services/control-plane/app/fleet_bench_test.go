@@ -26,6 +26,7 @@ import (
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/provisioning"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -37,6 +38,8 @@ type noJobs struct{}
 
 func (noJobs) EnqueueProvision(context.Context, pgx.Tx, int64) error { return nil }
 func (noJobs) EnqueueDelete(context.Context, pgx.Tx, int64) error    { return nil }
+func (noJobs) EnqueueMove(context.Context, pgx.Tx, int64) error      { return nil }
+func (noJobs) EnqueueRotation(context.Context, pgx.Tx, int64) error  { return nil }
 
 // BenchmarkFleetMigrations times migration runs over 1,000 real tenant
 // databases (BENCH_FLEET_TENANTS to change it) on a throwaway cluster of
@@ -163,8 +166,12 @@ func provisionFleet(b *testing.B, core string, key []byte, n int) {
 		b.Fatal(err)
 	}
 	store := organizations.NewStore(pool, noJobs{}, "bench")
-	prov, err := provisioning.New(ctx, pool, store, jobs, box, provisioning.Options{
-		Deployment: "bench", CoreDSN: core, AdminDSN: core,
+	servers := dbservers.New(pool, box, store)
+	if _, _, err := servers.EnsureDefault(ctx, dbservers.Registration{AdminURL: core}); err != nil {
+		b.Fatal(err)
+	}
+	prov, err := provisioning.New(pool, store, servers, jobs, box, provisioning.Options{
+		Deployment: "bench", CoreDSN: core, ConnectionLimit: 20,
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		b.Fatal(err)

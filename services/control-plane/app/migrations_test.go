@@ -22,7 +22,7 @@ func TestMigrationsUpDownUp(t *testing.T) {
 		files  fs.FS
 		tables []string
 	}{
-		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "migration_run", "migration_run_tenant",
+		{"core", migrations.Core, []string{"coreuser", "organization", "event_outbox", "deployment", "db_server", "migration_run", "migration_run_tenant",
 			"river_job", "river_migration", "river_leader", "river_queue", "audit_log", "invitation_token", "provisioning_attempt"}},
 		{"tenant", migrations.Tenant, []string{"tenantuser", "refresh_token", "audit_log"}},
 	}

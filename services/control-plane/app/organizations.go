@@ -17,6 +17,7 @@ import (
 	"tenantbase/libs/problem"
 	"tenantbase/libs/tenantapi"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/provisioning"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -37,6 +38,8 @@ func registerOrganizationRoutes(e *echo.Echo, h orgAPI, mw middleware) {
 	e.POST("/organizations/:id/retry", h.handleRetry, mw.requireUser)
 	e.POST("/admin/organizations/:id/suspend", h.handleSuspend, mw.requireAdmin)
 	e.POST("/admin/organizations/:id/resume", h.handleResume, mw.requireAdmin)
+	e.POST("/admin/organizations/:id/move", h.handleMove, mw.requireAdmin)
+	e.POST("/admin/organizations/:id/rotate-credentials", h.handleRotate, mw.requireAdmin)
 }
 
 // registerInternalRoutes registers the internal tenant API (tenantapi).
@@ -47,6 +50,7 @@ func registerInternalRoutes(e *echo.Echo, h internalAPI, mw middleware) {
 type orgAPI struct {
 	accounts *accounts.Service
 	store    *organizations.Store
+	servers  *dbservers.Registry
 }
 
 // orgBody is an organization as the public API shows it: never credentials.
@@ -60,6 +64,32 @@ type orgBody struct {
 	CreatedAt     time.Time            `json:"created_at"`
 	ReadyAt       *time.Time           `json:"ready_at"`
 	UpdatedAt     time.Time            `json:"updated_at"`
+}
+
+// adminOrgBody is an organization as platform admins see it: also where
+// its database lives (null until provisioning has placed it).
+type adminOrgBody struct {
+	orgBody
+	DBServerID *int64 `json:"db_server_id"`
+}
+
+// viewFor shows o to a platform admin (admin) or to its owner.
+func viewFor(admin bool) func(organizations.Organization) any {
+	return func(o organizations.Organization) any {
+		if !admin {
+			return orgView(o)
+		}
+		return adminView(o)
+	}
+}
+
+func adminView(o organizations.Organization) adminOrgBody {
+	b := adminOrgBody{orgBody: orgView(o)}
+	if o.ServerID != 0 {
+		id := o.ServerID
+		b.DBServerID = &id
+	}
+	return b
 }
 
 func orgView(o organizations.Organization) orgBody {
@@ -130,7 +160,7 @@ func (o orgAPI) handleCreate(c echo.Context) error {
 	}
 	httpx.Logger(ctx).Info("organization created", "tenant_id", org.ID, "owner_id", ownerID)
 	c.Response().Header().Set(echo.HeaderLocation, "/organizations/"+strconv.FormatInt(org.ID, 10))
-	return c.JSON(http.StatusAccepted, orgView(org))
+	return c.JSON(http.StatusAccepted, viewFor(me.IsAdmin)(org))
 }
 
 // otherOwner checks the owner a platform admin names for a new organization.
@@ -157,7 +187,7 @@ func (o orgAPI) handleList(c echo.Context) error {
 	q := c.QueryParams()
 	f := organizations.Filter{Status: organizations.Status(q.Get("status"))}
 	if f.Status != "" && !slices.Contains(tenantapi.Statuses, f.Status) {
-		return apperr.Invalid("status", "must be one of provisioning, ready, failed, suspended, deleting, deleted")
+		return apperr.Invalid("status", "must be one of provisioning, ready, moving, failed, suspended, deleting, deleted")
 	}
 	r, err := page.FromQuery(q)
 	if err != nil {
@@ -174,37 +204,37 @@ func (o orgAPI) handleList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, page.Map(page.Of(orgs, r.Limit, func(org organizations.Organization) int64 { return org.ID }), orgView))
+	return c.JSON(http.StatusOK, page.Map(page.Of(orgs, r.Limit, func(org organizations.Organization) int64 { return org.ID }), viewFor(me.IsAdmin)))
 }
 
 // visible loads the organization of the :id path parameter if the caller
 // may see it: its owner or a platform admin. Anyone else gets the same 404
 // as for an id that does not exist, so ids of others cannot be probed.
-func (o orgAPI) visible(c echo.Context) (organizations.Organization, error) {
+func (o orgAPI) visible(c echo.Context) (organizations.Organization, accounts.User, error) {
 	id, err := strconv.ParseInt(c.Param("id"), 10, 64)
 	if err != nil || id < 1 {
-		return organizations.Organization{}, organizations.ErrNotFound
+		return organizations.Organization{}, accounts.User{}, organizations.ErrNotFound
 	}
 	me, err := o.caller(c)
 	if err != nil {
-		return organizations.Organization{}, err
+		return organizations.Organization{}, me, err
 	}
 	org, err := o.store.Get(c.Request().Context(), id)
 	if err != nil {
-		return org, err
+		return org, me, err
 	}
 	if org.OwnerID != me.ID && !me.IsAdmin {
-		return organizations.Organization{}, organizations.ErrNotFound
+		return organizations.Organization{}, me, organizations.ErrNotFound
 	}
-	return org, nil
+	return org, me, nil
 }
 
 func (o orgAPI) handleGet(c echo.Context) error {
-	org, err := o.visible(c)
+	org, me, err := o.visible(c)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, orgView(org))
+	return c.JSON(http.StatusOK, viewFor(me.IsAdmin)(org))
 }
 
 func (o orgAPI) handleDelete(c echo.Context) error {
@@ -224,7 +254,7 @@ func (o orgAPI) handleResume(c echo.Context) error {
 }
 
 func (o orgAPI) change(c echo.Context, status int, fn func(context.Context, int64) (organizations.Organization, error)) error {
-	org, err := o.visible(c)
+	org, me, err := o.visible(c)
 	if err != nil {
 		return err
 	}
@@ -234,7 +264,51 @@ func (o orgAPI) change(c echo.Context, status int, fn func(context.Context, int6
 		return err
 	}
 	httpx.Logger(ctx).Info("organization status changed", "tenant_id", org.ID, "status", org.Status)
-	return c.JSON(status, orgView(org))
+	return c.JSON(status, viewFor(me.IsAdmin)(org))
+}
+
+// handleMove starts moving a ready organization's database to another
+// server: 202, status moving; the move runs in the background.
+func (o orgAPI) handleMove(c echo.Context) error {
+	var in struct {
+		DBServerID *int64 `json:"db_server_id"`
+	}
+	if err := httpx.Bind(c, &in); err != nil {
+		return err
+	}
+	if in.DBServerID == nil {
+		return apperr.Invalid("db_server_id", "is required")
+	}
+	org, _, err := o.visible(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	org, err = o.store.StartMove(ctx, org.ID, func(ctx context.Context, tx pgx.Tx, org organizations.Organization) (int64, error) {
+		s, err := o.servers.MoveTarget(ctx, tx, *in.DBServerID, org.ServerID)
+		return s.ID, err
+	})
+	if err != nil {
+		return err
+	}
+	httpx.Logger(ctx).Info("organization move requested", "tenant_id", org.ID, "from_db_server_id", org.ServerID,
+		"db_server_id", org.Move.To)
+	return c.JSON(http.StatusAccepted, viewFor(true)(org))
+}
+
+// handleRotate asks for a new password of the tenant's login role: 202;
+// the rotation runs in the background and ends with tenant.updated.
+func (o orgAPI) handleRotate(c echo.Context) error {
+	org, _, err := o.visible(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if org, err = o.store.RequestRotation(ctx, org.ID); err != nil {
+		return err
+	}
+	httpx.Logger(ctx).Info("credential rotation requested", "tenant_id", org.ID)
+	return c.JSON(http.StatusAccepted, viewFor(true)(org))
 }
 
 // internalAPI answers the tenant plane's lookups (tenantapi).
@@ -259,7 +333,7 @@ func (h internalAPI) handleTenant(c echo.Context) error {
 	}
 	httpx.AddLogAttrs(c, "tenant_id", id)
 	body := tenantapi.Tenant{ID: org.ID, Deployment: h.deployment, Status: org.Status, SchemaVersion: org.SchemaVersion}
-	if org.Status == organizations.StatusReady {
+	if org.Status.Serving() {
 		creds, err := provisioning.OpenCredentials(h.box, org)
 		if err != nil {
 			return err

@@ -389,6 +389,8 @@ type Organization struct {
 	CreatedAt     time.Time  `json:"created_at"`
 	ReadyAt       *time.Time `json:"ready_at"`
 	UpdatedAt     time.Time  `json:"updated_at"`
+	// DBServerID is shown to platform admins only.
+	DBServerID *int64 `json:"db_server_id"`
 }
 
 // MigrationRun is a migration run as the platform admins' API shows it
@@ -477,4 +479,51 @@ func (c *Client) Tenant(tb testing.TB, id int64) tenantapi.Tenant {
 	var t tenantapi.Tenant
 	c.Internal(tb, http.MethodGet, tenantapi.Path(id)).Expect(tb, http.StatusOK).Decode(tb, &t)
 	return t
+}
+
+// DBServer is a tenant database server as the admin API shows it.
+type DBServer struct {
+	ID         int64  `json:"id"`
+	Name       string `json:"name"`
+	Host       string `json:"host"`
+	Port       int    `json:"port"`
+	MaxTenants int    `json:"max_tenants"`
+	Tenants    int    `json:"tenants"`
+	State      string `json:"state"`
+}
+
+// RegisterServer registers the server of adminURL as name (max_tenants 0:
+// the default) with a platform admin's token.
+func (c *Client) RegisterServer(tb testing.TB, adminToken, name, adminURL string, maxTenants int) DBServer {
+	tb.Helper()
+	body := map[string]any{"name": name, "admin_url": adminURL}
+	if maxTenants > 0 {
+		body["max_tenants"] = maxTenants
+	}
+	var s DBServer
+	c.Do(tb, http.MethodPost, "/admin/db-servers", adminToken, body).Expect(tb, http.StatusCreated).Decode(tb, &s)
+	return s
+}
+
+// Servers lists the registered servers by id.
+func (c *Client) Servers(tb testing.TB, adminToken string) map[int64]DBServer {
+	tb.Helper()
+	var page struct {
+		Items []DBServer `json:"items"`
+	}
+	c.Do(tb, http.MethodGet, "/admin/db-servers?limit=200", adminToken, nil).Expect(tb, http.StatusOK).Decode(tb, &page)
+	out := map[int64]DBServer{}
+	for _, s := range page.Items {
+		out[s.ID] = s
+	}
+	return out
+}
+
+// Move asks for organization id to move to server (202) and returns the answer.
+func (c *Client) Move(tb testing.TB, adminToken string, id, server int64) Organization {
+	tb.Helper()
+	var org Organization
+	c.Do(tb, http.MethodPost, "/admin/organizations/"+strconv.FormatInt(id, 10)+"/move", adminToken,
+		map[string]int64{"db_server_id": server}).Expect(tb, http.StatusAccepted).Decode(tb, &org)
+	return org
 }

@@ -20,6 +20,7 @@ var errorTable = slices.Concat(problem.Common, problem.Table{
 	{Err: tenants.ErrFailed, Status: http.StatusServiceUnavailable, Code: "tenant_failed"},
 	{Err: tenants.ErrSuspended, Status: http.StatusForbidden, Code: "tenant_suspended"},
 	{Err: tenants.ErrMigrating, Status: http.StatusServiceUnavailable, Code: "tenant_migrating", RetryAfter: problem.RetryIn(5)},
+	{Err: tenants.ErrMoving, Status: http.StatusServiceUnavailable, Code: "tenant_moving", RetryAfter: problem.RetryIn(2)},
 	{Err: tenants.ErrUnavailable, Status: http.StatusServiceUnavailable, Code: "tenant_directory_unavailable", RetryAfter: problem.RetryIn(2)},
 	{Err: pools.ErrBusy, Status: http.StatusServiceUnavailable, Code: "tenant_busy", RetryAfter: problem.RetryIn(1)},
 	{Err: pools.ErrUnavailable, Status: http.StatusServiceUnavailable, Code: "tenant_database_unavailable", RetryAfter: problem.RetryIn(2)},

@@ -2,11 +2,15 @@ package app
 
 import (
 	"errors"
+	"fmt"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/labstack/echo/v4"
 
 	"tenantbase/libs/auth"
 	"tenantbase/libs/httpx"
+	"tenantbase/libs/pgutil"
+	"tenantbase/libs/tenantapi"
 	"tenantbase/libs/tenantdb"
 	"tenantbase/services/tenant-plane/internal/accounts"
 	"tenantbase/services/tenant-plane/internal/pools"
@@ -26,13 +30,14 @@ const (
 type scope struct {
 	tenantID      int64
 	schemaVersion int
-	db            pools.DB
+	db            *tenantDB
 }
 
-// requireTenant admits requests whose X-TENANT names a ready tenant at a
-// schema version the handlers work with, and keeps the tenant's database
-// for the handlers. A tenant above the minimum is served (its newer
-// columns go unused); one below it is being migrated: 503, come back soon. The header must appear
+// requireTenant admits requests whose X-TENANT names a ready (or moving)
+// tenant at a schema version the handlers work with, and keeps the
+// tenant's database for the handlers. A tenant above the minimum is served
+// (its newer columns go unused); one below it is being migrated: 503, come
+// back soon. The header must appear
 // once: an ingress that routes on the first of several values must not
 // send a request here that the plane reads as another tenant's.
 func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
@@ -56,14 +61,36 @@ func (a *api) requireTenant(next echo.HandlerFunc) echo.HandlerFunc {
 		if t.SchemaVersion < a.minSchema {
 			return tenants.ErrMigrating
 		}
-		d := t.Database
 		r := c.Request()
 		c.SetRequest(r.WithContext(accounts.WithAudit(r.Context(), tenantdb.HasAudit(t.SchemaVersion))))
-		c.Set(scopeKey, scope{tenantID: id, schemaVersion: t.SchemaVersion, db: a.pools.DB(pools.Target{
-			TenantID: id, Host: d.Host, Port: d.Port, Database: d.Name, User: d.User, Password: d.Password.Reveal(),
-		})})
-		return next(c)
+		c.Set(scopeKey, scope{tenantID: id, schemaVersion: t.SchemaVersion, db: a.tenantDB(t)})
+		if err := next(c); err != nil {
+			return a.writeRefused(t, err)
+		}
+		return nil
 	}
+}
+
+// writeRefused answers tenant_moving for a write the tenant's database
+// refused as read-only: its database is moving to another server (the
+// source refuses writes from the start of the copy on, and forever after
+// the switch). When the plane still thought the tenant ready, it missed
+// the event: the tenant is looked up again and its pool replaced, so the
+// next request reaches the tenant where it is now. While a tenant moves,
+// a connection the control plane ended (a replica that kept connections
+// from before the move) means the same.
+func (a *api) writeRefused(t tenants.Tenant, err error) error {
+	readOnly := pgutil.Code(err) == pgerrcode.ReadOnlySQLTransaction
+	switch {
+	case readOnly && t.Status != tenantapi.StatusMoving:
+		a.resolver.Expire(t.ID)
+		a.pools.Retire(t.ID)
+	case readOnly:
+	case t.Status == tenantapi.StatusMoving && (pgutil.IsUnavailable(err) || errors.Is(err, pools.ErrUnavailable)):
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%w)", tenants.ErrMoving, err)
 }
 
 // requireUser admits requests with a valid access token of the request's

@@ -144,7 +144,7 @@ type Request struct {
 // Tenants reaches tenant databases as their own roles, under the lock
 // provisioning and deletion hold (*provisioning.Provisioner).
 type Tenants interface {
-	TenantDSN(org organizations.Organization) (string, error)
+	TenantDSN(ctx context.Context, org organizations.Organization) (string, error)
 	WithOrganizationLock(ctx context.Context, orgID int64, fn func() error) error
 }
 
@@ -197,8 +197,12 @@ func (s *Service) Queue() provisioning.Queue {
 }
 
 // server is where org's database lives, the unit concurrency is bounded
-// by: today the host and port of its placement.
+// by: its registered database server, or the host and port of its
+// placement before it has one.
 func server(org organizations.Organization) string {
+	if org.ServerID != 0 {
+		return "db_server:" + strconv.FormatInt(org.ServerID, 10)
+	}
 	return net.JoinHostPort(org.Database.Host, strconv.Itoa(org.Database.Port))
 }
 

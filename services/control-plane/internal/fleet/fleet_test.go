@@ -20,7 +20,7 @@ import (
 // noTenants is never asked: nothing here works a job.
 type noTenants struct{}
 
-func (noTenants) TenantDSN(organizations.Organization) (string, error) {
+func (noTenants) TenantDSN(context.Context, organizations.Organization) (string, error) {
 	return "", errors.New("no tenant databases in this test")
 }
 

@@ -160,7 +160,7 @@ func (s *Service) migrate(ctx context.Context, org organizations.Organization, t
 			return tenantdb.Result{}, err
 		}
 	}
-	dsn, err := s.tenants.TenantDSN(org)
+	dsn, err := s.tenants.TenantDSN(ctx, org)
 	if err != nil {
 		return tenantdb.Result{}, err
 	}

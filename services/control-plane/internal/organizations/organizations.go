@@ -1,7 +1,8 @@
 // Package organizations holds tenants as the core database records them:
-// their lifecycle (provisioning -> ready | failed; ready <-> suspended; any
-// -> deleting -> deleted), and every state change together with its event
-// in one transaction.
+// their lifecycle (provisioning -> ready | failed; ready <-> suspended;
+// ready -> moving -> ready; any -> deleting -> deleted), where their
+// database lives, and every state change together with its event in one
+// transaction.
 package organizations
 
 import (
@@ -32,6 +33,7 @@ type Status = tenantapi.Status
 const (
 	StatusProvisioning = tenantapi.StatusProvisioning
 	StatusReady        = tenantapi.StatusReady
+	StatusMoving       = tenantapi.StatusMoving
 	StatusFailed       = tenantapi.StatusFailed
 	StatusSuspended    = tenantapi.StatusSuspended
 	StatusDeleting     = tenantapi.StatusDeleting
@@ -59,9 +61,25 @@ type Organization struct {
 	CreatedAt     time.Time
 	ReadyAt       *time.Time
 	UpdatedAt     time.Time
+	// ServerID is the database server the tenant is placed on; 0 until
+	// provisioning has placed it.
+	ServerID int64
 	// Database is where the tenant's database lives; zero until provisioning
 	// has placed it.
 	Database Placement
+	// Move is the move in progress while the status is moving.
+	Move Move
+}
+
+// Move is the state of a move between database servers.
+type Move struct {
+	// To is the target server.
+	To int64
+	// FrozenAt is when the source stopped taking writes, on the source
+	// server's clock; nil until then.
+	FrozenAt *time.Time
+	// Error, once set, says why the move failed: it is being rolled back.
+	Error string
 }
 
 // Placement is where a tenant's database lives and how to log in to it.
@@ -93,6 +111,8 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 type Jobs interface {
 	EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) error
 	EnqueueDelete(ctx context.Context, tx pgx.Tx, orgID int64) error
+	EnqueueMove(ctx context.Context, tx pgx.Tx, orgID int64) error
+	EnqueueRotation(ctx context.Context, tx pgx.Tx, orgID int64) error
 }
 
 // Store reads and changes organizations in the core database.
@@ -109,14 +129,16 @@ func NewStore(pool *pgxpool.Pool, jobs Jobs, deployment string) *Store {
 }
 
 const columns = `id, name, owner_id, status, coalesce(status_detail, ''), schema_version,
-	created_at, ready_at, updated_at,
-	coalesce(db_host, ''), coalesce(db_port, 0), coalesce(db_name, ''), coalesce(db_user, ''), db_password_enc`
+	created_at, ready_at, updated_at, coalesce(db_server_id, 0),
+	coalesce(db_host, ''), coalesce(db_port, 0), coalesce(db_name, ''), coalesce(db_user, ''), db_password_enc,
+	coalesce(move_to_server_id, 0), move_frozen_at, coalesce(move_error, '')`
 
 func scan(row pgx.Row) (Organization, error) {
 	var o Organization
 	err := row.Scan(&o.ID, &o.Name, &o.OwnerID, &o.Status, &o.StatusDetail, &o.SchemaVersion,
-		&o.CreatedAt, &o.ReadyAt, &o.UpdatedAt,
-		&o.Database.Host, &o.Database.Port, &o.Database.Name, &o.Database.User, &o.Database.SealedPassword)
+		&o.CreatedAt, &o.ReadyAt, &o.UpdatedAt, &o.ServerID,
+		&o.Database.Host, &o.Database.Port, &o.Database.Name, &o.Database.User, &o.Database.SealedPassword,
+		&o.Move.To, &o.Move.FrozenAt, &o.Move.Error)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return o, ErrNotFound
 	}
@@ -301,10 +323,10 @@ func (s *Store) MarkDeleted(ctx context.Context, id int64) error {
 }
 
 // OwnerTenants lists the organizations of ownerID whose database holds the
-// owner's tenant-admin row (ready or suspended).
+// owner's tenant-admin row (ready, moving or suspended).
 func (s *Store) OwnerTenants(ctx context.Context, ownerID int64) ([]Organization, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+columns+` FROM organization
-		WHERE owner_id = $1 AND status IN ('ready', 'suspended') ORDER BY id`, ownerID)
+		WHERE owner_id = $1 AND status IN ('ready', 'moving', 'suspended') ORDER BY id`, ownerID)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,40 @@ type SyncOwnerPasswordArgs struct {
 // Kind implements river.JobArgs.
 func (SyncOwnerPasswordArgs) Kind() string { return "sync_owner_password" }
 
+// MoveArgs is the job that moves a tenant's database to another server.
+type MoveArgs struct {
+	OrganizationID int64 `json:"organization_id"`
+}
+
+// Kind implements river.JobArgs.
+func (MoveArgs) Kind() string { return "move_tenant" }
+
+// RotateCredentialsArgs is the job that gives a tenant role a new password.
+type RotateCredentialsArgs struct {
+	OrganizationID int64 `json:"organization_id"`
+}
+
+// Kind implements river.JobArgs.
+func (RotateCredentialsArgs) Kind() string { return "rotate_tenant_credentials" }
+
+// DropCopyArgs is the job that removes what a move left of a tenant on a
+// server: the source after the grace period, or the target of a move that
+// failed.
+type DropCopyArgs struct {
+	OrganizationID int64 `json:"organization_id"`
+	DBServerID     int64 `json:"db_server_id"`
+}
+
+// Kind implements river.JobArgs.
+func (DropCopyArgs) Kind() string { return "drop_tenant_copy" }
+
+// ResumeMovesArgs is the periodic job that restarts the moves whose
+// worker died with its process (see Provisioner.ResumeMoves).
+type ResumeMovesArgs struct{}
+
+// Kind implements river.JobArgs.
+func (ResumeMovesArgs) Kind() string { return "resume_moves" }
+
 // onePerOrganization keeps one live job per kind and organization; a
 // finished (completed or cancelled) one does not block a new one, so a
 // failed organization can be retried.
@@ -86,6 +120,33 @@ func (j *Jobs) EnqueueProvision(ctx context.Context, tx pgx.Tx, orgID int64) err
 func (j *Jobs) EnqueueDelete(ctx context.Context, tx pgx.Tx, orgID int64) error {
 	if err := j.insertOnce(ctx, tx, DeleteArgs{OrganizationID: orgID}, untilDone); err != nil {
 		return fmt.Errorf("enqueue deletion of organization %d: %w", orgID, err)
+	}
+	return nil
+}
+
+// EnqueueMove implements organizations.Jobs.
+func (j *Jobs) EnqueueMove(ctx context.Context, tx pgx.Tx, orgID int64) error {
+	if err := j.insertOnce(ctx, tx, MoveArgs{OrganizationID: orgID}, untilDone); err != nil {
+		return fmt.Errorf("enqueue move of organization %d: %w", orgID, err)
+	}
+	return nil
+}
+
+// EnqueueRotation implements organizations.Jobs.
+func (j *Jobs) EnqueueRotation(ctx context.Context, tx pgx.Tx, orgID int64) error {
+	if err := j.insertOnce(ctx, tx, RotateCredentialsArgs{OrganizationID: orgID}, untilDone); err != nil {
+		return fmt.Errorf("enqueue credential rotation of organization %d: %w", orgID, err)
+	}
+	return nil
+}
+
+// EnqueueDropCopy asks for what a move left of orgID on server serverID
+// to be removed, after the delay.
+func (j *Jobs) EnqueueDropCopy(ctx context.Context, tx pgx.Tx, orgID, serverID int64, after time.Duration) error {
+	_, err := j.client.InsertTx(ctx, tx, DropCopyArgs{OrganizationID: orgID, DBServerID: serverID},
+		&river.InsertOpts{MaxAttempts: untilDone, ScheduledAt: time.Now().Add(after)})
+	if err != nil {
+		return fmt.Errorf("enqueue removal of organization %d's copy on database server %d: %w", orgID, serverID, err)
 	}
 	return nil
 }

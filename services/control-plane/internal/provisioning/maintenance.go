@@ -144,5 +144,8 @@ func periodicJobs(reconcileEvery time.Duration) []*river.PeriodicJob {
 		river.NewPeriodicJob(river.PeriodicInterval(time.Hour),
 			func() (river.JobArgs, *river.InsertOpts) { return PurgeRefreshArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}),
+		river.NewPeriodicJob(river.PeriodicInterval(resumeMovesEvery),
+			func() (river.JobArgs, *river.InsertOpts) { return ResumeMovesArgs{}, nil },
+			&river.PeriodicJobOpts{RunOnStart: true}),
 	}
 }

@@ -55,18 +55,19 @@ func (e *ForeignObjectError) Error() string {
 // Is makes errors.Is(err, ErrForeignObject) hold.
 func (e *ForeignObjectError) Is(target error) bool { return target == ErrForeignObject }
 
-// roleTag returns the comment on role name and whether the role exists.
-func (p *Provisioner) roleTag(ctx context.Context, name string) (tag string, exists bool, err error) {
-	err = p.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, name).Scan(&tag)
+// roleTag returns the comment on role name on sc's server and whether the role exists.
+func roleTag(ctx context.Context, sc *serverConn, name string) (tag string, exists bool, err error) {
+	err = sc.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, name).Scan(&tag)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
 	return tag, err == nil, err
 }
 
-// databaseTag returns the comment on database name, its owner, and whether it exists.
-func (p *Provisioner) databaseTag(ctx context.Context, name string) (tag, owner string, exists bool, err error) {
-	err = p.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_database'), ''), pg_get_userbyid(datdba)
+// databaseTag returns the comment on database name on sc's server, its
+// owner, and whether it exists.
+func databaseTag(ctx context.Context, sc *serverConn, name string) (tag, owner string, exists bool, err error) {
+	err = sc.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_database'), ''), pg_get_userbyid(datdba)
 		FROM pg_database WHERE datname = $1`, name).Scan(&tag, &owner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", false, nil
@@ -74,9 +75,9 @@ func (p *Provisioner) databaseTag(ctx context.Context, name string) (tag, owner 
 	return tag, owner, err == nil, err
 }
 
-// ownsRole reports whether role carries tag.
-func (p *Provisioner) ownsRole(ctx context.Context, role, tag string) bool {
-	got, exists, err := p.roleTag(ctx, role)
+// ownsRole reports whether role on sc's server carries tag.
+func ownsRole(ctx context.Context, sc *serverConn, role, tag string) bool {
+	got, exists, err := roleTag(ctx, sc, role)
 	return err == nil && exists && got == tag
 }
 
@@ -105,24 +106,28 @@ func (p *Provisioner) TagLegacy(ctx context.Context) error {
 }
 
 func (p *Provisioner) tagLegacy(ctx context.Context, org organizations.Organization) error {
+	sc, err := p.orgServer(ctx, org)
+	if err != nil {
+		return err
+	}
 	tag := p.tag(org.ID)
 	d := org.Database
-	roleTag, roleExists, err := p.roleTag(ctx, d.User)
+	rTag, roleExists, err := roleTag(ctx, sc, d.User)
 	if err != nil {
 		return err
 	}
 	switch {
 	case !roleExists:
-	case roleTag == "":
-		if _, err := p.admin.Exec(ctx, "COMMENT ON ROLE "+pgx.Identifier{d.User}.Sanitize()+" IS "+quoteLiteral(tag)); err != nil {
+	case rTag == "":
+		if _, err := sc.admin.Exec(ctx, "COMMENT ON ROLE "+pgx.Identifier{d.User}.Sanitize()+" IS "+quoteLiteral(tag)); err != nil {
 			return err
 		}
 		p.log.Info("tagged the role of a tenant provisioned before tags", "tenant_id", org.ID, "role", d.User)
-	case roleTag != tag:
+	case rTag != tag:
 		p.log.Error("the recorded role of a tenant carries another tag; left alone", "tenant_id", org.ID, "role", d.User)
 		return nil
 	}
-	dbTag, owner, dbExists, err := p.databaseTag(ctx, d.Name)
+	dbTag, owner, dbExists, err := databaseTag(ctx, sc, d.Name)
 	if err != nil || !dbExists || dbTag == tag {
 		return err
 	}
@@ -130,7 +135,7 @@ func (p *Provisioner) tagLegacy(ctx context.Context, org organizations.Organizat
 		p.log.Error("the recorded database of a tenant carries another tag or owner; left alone", "tenant_id", org.ID, "database", d.Name)
 		return nil
 	}
-	if _, err := p.admin.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{d.Name}.Sanitize()+" IS "+quoteLiteral(tag)); err != nil {
+	if _, err := sc.admin.Exec(ctx, "COMMENT ON DATABASE "+pgx.Identifier{d.Name}.Sanitize()+" IS "+quoteLiteral(tag)); err != nil {
 		return err
 	}
 	p.log.Info("tagged the database of a tenant provisioned before tags", "tenant_id", org.ID, "database", d.Name)

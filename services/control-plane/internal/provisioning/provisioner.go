@@ -1,7 +1,9 @@
-// Package provisioning creates and removes tenant databases: a login role
-// and a database per organization, the tenant migrations, and the owner as
-// the tenant's first admin. Every step may be re-run after a crash and
-// converges to the same result; River runs the steps as retried jobs.
+// Package provisioning creates, moves and removes tenant databases: a
+// login role and a database per organization on the database server it is
+// placed on, the tenant migrations, the owner as the tenant's first admin,
+// moves between servers and new role passwords. Every step may be re-run
+// after a crash and converges to the same result; River runs the steps as
+// retried jobs.
 package provisioning
 
 import (
@@ -13,6 +15,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
@@ -22,6 +26,7 @@ import (
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/tenantdb"
 	"tenantbase/services/control-plane/internal/accounts"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/deployment"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -46,13 +51,17 @@ type Options struct {
 	Deployment string
 	// CoreDSN is the core database; lock connections are opened on it.
 	CoreDSN string
-	// AdminDSN is a postgres:// URL of a role allowed to create roles and
-	// databases on the server that holds tenant databases.
-	AdminDSN string
-	// Host and Port are what the tenant plane uses to reach that server;
-	// empty means the host and port of AdminDSN.
-	Host string
-	Port int
+	// ConnectionLimit is the CONNECTION LIMIT of every tenant role; -1
+	// means none.
+	ConnectionLimit int
+	// MoveGrace is how long the source database of a moved tenant is kept,
+	// so that every tenant plane has switched before it goes.
+	MoveGrace time.Duration
+	// MoveTimeout bounds one attempt at a move.
+	MoveTimeout time.Duration
+	// PGBinDir holds pg_dump and pg_restore; empty means PATH, then the
+	// newest /usr/lib/postgresql/*/bin.
+	PGBinDir string
 	// BeforeStep, when set, runs before each provisioning step; an error
 	// fails the step. It exists for fault-injection tests.
 	BeforeStep func(ctx context.Context, orgID int64, step string) error
@@ -61,78 +70,135 @@ type Options struct {
 	Migrations *tenantdb.Migrations
 }
 
-// Provisioner runs the provisioning, deletion and owner-sync work.
+// Provisioner runs the provisioning, deletion, owner-sync, move and
+// rotation work, each on the tenant's own database server.
 type Provisioner struct {
 	core       *pgxpool.Pool
 	store      *organizations.Store
+	servers    *dbservers.Registry
 	jobs       *Jobs
 	box        *secretbox.Box
-	admin      *pgxpool.Pool
-	adminURL   *url.URL
 	coreDSN    string
-	host       string
-	port       int
 	deployment string
+	opts       Options
 	beforeStep func(ctx context.Context, orgID int64, step string) error
 	migrations tenantdb.Migrations
 	log        *slog.Logger
+
+	mu    sync.Mutex
+	conns map[int64]*serverConn
+	// closed is set by Close: no admin pool is opened after it.
+	closed bool
 }
 
 // New returns a Provisioner; Close releases its admin connections.
-func New(ctx context.Context, core *pgxpool.Pool, store *organizations.Store, jobs *Jobs, box *secretbox.Box, o Options, log *slog.Logger) (*Provisioner, error) {
-	u, err := parseAdminDSN(o.AdminDSN)
-	if err != nil {
-		return nil, err
-	}
+func New(core *pgxpool.Pool, store *organizations.Store, servers *dbservers.Registry, jobs *Jobs, box *secretbox.Box, o Options, log *slog.Logger) (*Provisioner, error) {
 	if err := deployment.Validate(o.Deployment); err != nil || o.Deployment == "" {
 		return nil, fmt.Errorf("provisioning: a valid deployment id is required (%v)", err)
 	}
-	host, port := u.Hostname(), 5432
-	if p := u.Port(); p != "" {
-		if port, err = strconv.Atoi(p); err != nil {
-			return nil, fmt.Errorf("provisioning: admin DSN port %q", p)
-		}
-	}
-	if host == "" {
-		host = "localhost"
-	}
-	if o.Host != "" {
-		host = o.Host
-	}
-	if o.Port != 0 {
-		port = o.Port
+	if o.ConnectionLimit == 0 || o.ConnectionLimit < -1 {
+		return nil, fmt.Errorf("provisioning: connection limit must be -1 (none) or positive, got %d", o.ConnectionLimit)
 	}
 	mig := tenantdb.Embedded()
 	if o.Migrations != nil {
 		mig = *o.Migrations
 	}
-	admin, err := pgxpool.New(ctx, o.AdminDSN)
-	if err != nil {
-		return nil, fmt.Errorf("provisioning: admin pool: %w", err)
-	}
 	return &Provisioner{
-		core: core, store: store, jobs: jobs, box: box, admin: admin, adminURL: u, coreDSN: o.CoreDSN,
-		host: host, port: port, deployment: o.Deployment, beforeStep: o.BeforeStep, migrations: mig, log: log,
+		core: core, store: store, servers: servers, jobs: jobs, box: box, coreDSN: o.CoreDSN,
+		deployment: o.Deployment, opts: o, beforeStep: o.BeforeStep, migrations: mig, log: log, conns: map[int64]*serverConn{},
 	}, nil
 }
 
-// CheckAdminDSN reports whether dsn can serve as Options.AdminDSN: tenant
-// DSNs are derived from it, so it must be a postgres:// URL.
+// CheckAdminDSN reports whether dsn can serve as a server's admin DSN:
+// tenant DSNs are derived from it, so it must be a postgres:// URL.
 func CheckAdminDSN(dsn string) error {
-	_, err := parseAdminDSN(dsn)
+	_, err := dbservers.ParseURL(dsn)
 	return err
 }
 
-func parseAdminDSN(dsn string) (*url.URL, error) {
-	u, err := url.Parse(dsn)
-	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-		return nil, errors.New("provisioning: the tenant database admin DSN must be a postgres:// URL")
+// serverConn is the admin side of one database server: a small pool
+// opened on first use and kept until Close.
+type serverConn struct {
+	server dbservers.Server
+	admin  *pgxpool.Pool
+	// url is the admin DSN: tenant DSNs take its address and options.
+	url *url.URL
+}
+
+// server returns the admin connections of server id, opening its pool
+// on first use.
+func (p *Provisioner) server(ctx context.Context, id int64) (*serverConn, error) {
+	p.mu.Lock()
+	sc := p.conns[id]
+	p.mu.Unlock()
+	if sc != nil {
+		return sc, nil
 	}
-	return u, nil
+	s, err := p.servers.Get(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("database server %d: %w", id, err)
+	}
+	dsn, err := p.servers.AdminURL(s)
+	if err != nil {
+		return nil, err
+	}
+	u, err := dbservers.ParseURL(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database server %d: admin DSN %w", id, err)
+	}
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("database server %d: admin DSN does not parse", id)
+	}
+	cfg.MaxConns = adminConns
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = time.Minute
+	pool, err := pgxpool.NewWithConfig(context.WithoutCancel(ctx), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database server %d: admin pool: %w", id, err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		pool.Close()
+		return nil, errors.New("provisioning: closed")
+	}
+	if other := p.conns[id]; other != nil {
+		pool.Close()
+		return other, nil
+	}
+	sc = &serverConn{server: s, admin: pool, url: u}
+	p.conns[id] = sc
+	return sc, nil
+}
+
+// adminConns bounds the admin connections to one server.
+const adminConns = 4
+
+// orgServer returns the admin connections of the server org lives on.
+// Organizations placed before servers were registered, and not adopted
+// yet, live on the default server.
+func (p *Provisioner) orgServer(ctx context.Context, org organizations.Organization) (*serverConn, error) {
+	if org.ServerID != 0 {
+		return p.server(ctx, org.ServerID)
+	}
+	s, err := p.servers.Default(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return p.server(ctx, s.ID)
 }
 
 // Close releases the admin connections.
-func (p *Provisioner) Close() { p.admin.Close() }
+func (p *Provisioner) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for id, sc := range p.conns {
+		sc.admin.Close()
+		delete(p.conns, id)
+	}
+}
 
 // Credentials are the connection details of a ready tenant database.
 type Credentials struct {
@@ -173,28 +239,32 @@ func openPassword(box *secretbox.Box, orgID int64, d organizations.Placement) (s
 func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 	return p.withOrganization(ctx, orgID, organizations.StatusProvisioning, func(org organizations.Organization) error {
 		var (
+			sc    *serverConn
 			creds Credentials
 			err   error
 		)
 		if err := p.step(ctx, orgID, StepCreateRole, func() error {
-			creds, err = p.ensureRole(ctx, org)
+			if sc, err = p.place(ctx, org); err != nil {
+				return err
+			}
+			creds, err = p.ensureRole(ctx, sc, org)
 			return err
 		}); err != nil {
 			return err
 		}
-		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, orgID, creds) }); err != nil {
+		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, sc, orgID, creds) }); err != nil {
 			return err
 		}
 		var version uint
 		if err := p.step(ctx, orgID, StepMigrate, func() error {
-			version, err = p.migrate(ctx, orgID, creds)
+			version, err = p.migrate(ctx, sc, orgID, creds)
 			return err
 		}); err != nil {
 			return err
 		}
 		var ownerHash string
 		if err := p.step(ctx, orgID, StepSyncOwner, func() error {
-			ownerHash, err = p.syncOwner(ctx, org.OwnerID, creds)
+			ownerHash, err = p.syncOwner(ctx, sc, org.OwnerID, creds)
 			return err
 		}); err != nil {
 			return err
@@ -211,7 +281,7 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, org.OwnerID)
 			})
 			if err == nil && ok {
-				p.log.Info("tenant ready", "tenant_id", orgID, "schema_version", version)
+				p.log.Info("tenant ready", "tenant_id", orgID, "db_server_id", sc.server.ID, "schema_version", version)
 			}
 			return err
 		})
@@ -244,8 +314,7 @@ func (e *StepError) Unwrap() error { return e.Err }
 // Reason is what an owner (status_detail) and subscribers
 // (tenant.provisioning_failed) are told of a failure: what failed and
 // what to do, never the raw error, whose SQL text and host names stay in
-// the logs. errText is the raw error's text when only that is left (a
-// failure recorded by the attempt after the last).
+// the logs.
 func Reason(err error) string {
 	var step *StepError
 	if errors.As(err, &step) {
@@ -263,6 +332,8 @@ func cause(err error) string {
 	switch {
 	case errors.As(err, &foreign):
 		return foreign.Error()
+	case errors.Is(err, dbservers.ErrNoCapacity):
+		return err.Error()
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return "it took longer than allowed; retry, and tell the platform operators if it happens again"
 	case pgutil.IsUnavailable(err):
@@ -271,16 +342,41 @@ func cause(err error) string {
 	return "an internal error occurred; retry, and tell the platform operators if it happens again"
 }
 
+// place records the server of a new tenant (dbservers.Choose) unless one
+// is recorded, and returns its admin connections. A tenant whose names
+// were recorded before servers were (by an older release) stays on the
+// default server, where those names live. ErrNoCapacity when no server
+// has room: retrying does not help until one is added.
+func (p *Provisioner) place(ctx context.Context, org organizations.Organization) (*serverConn, error) {
+	id, err := p.store.Place(ctx, org.ID, func(ctx context.Context, tx pgx.Tx) (int64, error) {
+		if org.Database.Name != "" {
+			s, err := p.servers.Default(ctx)
+			return s.ID, err
+		}
+		s, err := p.servers.Place(ctx, tx)
+		return s.ID, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.server(ctx, id)
+}
+
+// roleAttributes are the attributes of every tenant role, with the
+// password given as a SCRAM verifier.
+func (p *Provisioner) roleAttributes(verifier string) string {
+	return " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION CONNECTION LIMIT " +
+		strconv.Itoa(p.opts.ConnectionLimit) + " PASSWORD " + quoteLiteral(verifier)
+}
+
 // ensureRole records the placement and a sealed password once, then makes
-// the role match it. The password is stored before the role exists, so a
-// crash in between leaves a password that the next run applies. The role
-// is created and tagged in one transaction; a role of that name that does
-// not carry this organization's tag belongs to someone else and is left
-// untouched.
-func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organization) (Credentials, error) {
+// the role on the tenant's server match it. The password is stored before
+// the role exists, so a crash in between leaves a password that the next
+// run applies.
+func (p *Provisioner) ensureRole(ctx context.Context, sc *serverConn, org organizations.Organization) (Credentials, error) {
 	name := ObjectName(p.deployment, org.ID)
 	place, err := p.store.SetPlacement(ctx, org.ID, organizations.Placement{
-		Host: p.host, Port: p.port, Name: name, User: name,
+		Host: sc.server.Host, Port: sc.server.Port, Name: name, User: name,
 		SealedPassword: p.box.Seal([]byte(newPassword()), sealContext(org.ID)),
 	})
 	if err != nil {
@@ -290,14 +386,26 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 	if err != nil {
 		return Credentials{}, err
 	}
-	verifier, err := newScramVerifier(pw)
-	if err != nil {
+	if err := p.applyRole(ctx, sc, org.ID, place.User, pw); err != nil {
 		return Credentials{}, err
 	}
-	tag := p.tag(org.ID)
-	role := pgx.Identifier{place.User}.Sanitize()
-	attrs := " LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION PASSWORD " + quoteLiteral(verifier)
-	err = pgx.BeginFunc(ctx, p.admin, func(tx pgx.Tx) error {
+	return Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}, nil
+}
+
+// applyRole creates the tenant role on sc's server with password, or
+// makes an existing role carrying this organization's tag match it. The
+// role is created and tagged in one transaction; a role of that name that
+// does not carry the organization's tag belongs to someone else and is
+// left untouched.
+func (p *Provisioner) applyRole(ctx context.Context, sc *serverConn, orgID int64, user, password string) error {
+	verifier, err := newScramVerifier(password)
+	if err != nil {
+		return err
+	}
+	tag := p.tag(orgID)
+	role := pgx.Identifier{user}.Sanitize()
+	attrs := p.roleAttributes(verifier)
+	err = pgx.BeginFunc(ctx, sc.admin, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+attrs); err != nil {
 			return err
 		}
@@ -305,32 +413,32 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 		return err
 	})
 	if pgutil.Code(err) == pgerrcode.DuplicateObject {
-		got, _, err := p.roleTag(ctx, place.User)
+		got, _, err := roleTag(ctx, sc, user)
 		if err != nil {
-			return Credentials{}, err
+			return err
 		}
 		if got != tag {
-			return Credentials{}, &ForeignObjectError{Kind: "role", Name: place.User}
+			return &ForeignObjectError{Kind: "role", Name: user}
 		}
 		// Created by an earlier run: make it match the stored password.
-		if _, err := p.admin.Exec(ctx, "ALTER ROLE "+role+" WITH"+attrs); err != nil {
-			return Credentials{}, err
+		if _, err := sc.admin.Exec(ctx, "ALTER ROLE "+role+" WITH"+attrs); err != nil {
+			return err
 		}
 	} else if err != nil {
-		return Credentials{}, err
+		return err
 	}
 	// A non-superuser admin may only create databases owned by roles it
 	// is a member of, and only drop databases it may act for.
 	var super bool
-	if err := p.admin.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
-		return Credentials{}, err
+	if err := sc.admin.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
+		return err
 	}
 	if !super {
-		if _, err := p.admin.Exec(ctx, "GRANT "+role+" TO CURRENT_USER"); err != nil {
-			return Credentials{}, err
+		if _, err := sc.admin.Exec(ctx, "GRANT "+role+" TO CURRENT_USER"); err != nil {
+			return err
 		}
 	}
-	return Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}, nil
+	return nil
 }
 
 // ensureDatabase creates the tenant database owned by its role, tags it,
@@ -339,14 +447,14 @@ func (p *Provisioner) ensureRole(ctx context.Context, org organizations.Organiza
 // owned by the organization's own (tagged) role is that run's and gets its
 // tag now; any other database of that name is someone else's and is left
 // untouched.
-func (p *Provisioner) ensureDatabase(ctx context.Context, orgID int64, creds Credentials) error {
+func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID int64, creds Credentials) error {
 	db := pgx.Identifier{creds.Name}.Sanitize()
 	tag := p.tag(orgID)
-	_, err := p.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
+	_, err := sc.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
 	switch {
 	case err == nil:
 	case pgutil.Code(err) == pgerrcode.DuplicateDatabase:
-		got, owner, _, err := p.databaseTag(ctx, creds.Name)
+		got, owner, _, err := databaseTag(ctx, sc, creds.Name)
 		if err != nil {
 			return err
 		}
@@ -359,32 +467,31 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, orgID int64, creds Cre
 	default:
 		return err
 	}
-	if _, err := p.admin.Exec(ctx, "COMMENT ON DATABASE "+db+" IS "+quoteLiteral(tag)); err != nil {
+	if _, err := sc.admin.Exec(ctx, "COMMENT ON DATABASE "+db+" IS "+quoteLiteral(tag)); err != nil {
 		return err
 	}
-	if _, err := p.admin.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+db+" FROM PUBLIC"); err != nil {
+	if _, err := sc.admin.Exec(ctx, "REVOKE CONNECT, TEMPORARY ON DATABASE "+db+" FROM PUBLIC"); err != nil {
 		return err
 	}
-	_, err = p.admin.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+db+" TO "+pgx.Identifier{creds.User}.Sanitize())
+	_, err = sc.admin.Exec(ctx, "GRANT CONNECT, TEMPORARY ON DATABASE "+db+" TO "+pgx.Identifier{creds.User}.Sanitize())
 	return err
 }
 
-// migrate applies the tenant migrations, up to the newest, as the tenant
-// role, so the tables belong to it. A migration interrupted by an earlier
-// release (or the migrate CLI) leaves golang-migrate's dirty flag; the
-// database holds nothing yet, so it is recreated.
-func (p *Provisioner) migrate(ctx context.Context, orgID int64, creds Credentials) (uint, error) {
-	dsn := p.tenantDSN(creds)
+// migrate applies the tenant migrations as the tenant role, so the tables
+// belong to it. A migration interrupted by a crash leaves golang-migrate's
+// dirty flag; the database holds nothing yet, so it is recreated.
+func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials) (uint, error) {
+	dsn := sc.tenantDSN(creds)
 	dirty, err := migrationDirty(ctx, dsn)
 	if err != nil {
 		return 0, err
 	}
 	if dirty {
 		p.log.Warn("tenant migration was interrupted; recreating the empty tenant database", "database", creds.Name)
-		if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
+		if _, err := sc.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			return 0, err
 		}
-		if err := p.ensureDatabase(ctx, orgID, creds); err != nil {
+		if err := p.ensureDatabase(ctx, sc, orgID, creds); err != nil {
 			return 0, err
 		}
 	}
@@ -411,12 +518,12 @@ func migrationDirty(ctx context.Context, dsn string) (bool, error) {
 
 // syncOwner makes the owner the tenant's admin, with the same email and
 // password hash as in the core, and returns the hash it copied.
-func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Credentials) (string, error) {
+func (p *Provisioner) syncOwner(ctx context.Context, sc *serverConn, ownerID int64, creds Credentials) (string, error) {
 	o, err := accounts.OwnerCredentials(ctx, p.core, ownerID)
 	if err != nil {
 		return "", err
 	}
-	conn, err := pgx.Connect(ctx, p.tenantDSN(creds))
+	conn, err := pgx.Connect(ctx, sc.tenantDSN(creds))
 	if err != nil {
 		return "", err
 	}
@@ -427,6 +534,8 @@ func (p *Provisioner) syncOwner(ctx context.Context, ownerID int64, creds Creden
 // SyncOwnerPassword copies the owner's current password hash into their
 // tenant-admin row in every tenant database they own. A tenant whose hash
 // changes has its tokens revoked, as a password change in the tenant would.
+// A tenant being moved refuses the write; the job is retried and reaches
+// it on its new server.
 func (p *Provisioner) SyncOwnerPassword(ctx context.Context, ownerID int64) error {
 	return p.withLock(ctx, "owner", ownerID, func() error {
 		o, err := accounts.OwnerCredentials(ctx, p.core, ownerID)
@@ -452,7 +561,11 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 	if err != nil {
 		return err
 	}
-	conn, err := pgx.Connect(ctx, p.tenantDSN(creds))
+	sc, err := p.orgServer(ctx, org)
+	if err != nil {
+		return err
+	}
+	conn, err := pgx.Connect(ctx, sc.tenantDSN(creds))
 	if err != nil {
 		return err
 	}
@@ -471,42 +584,20 @@ func (p *Provisioner) syncPassword(ctx context.Context, org organizations.Organi
 	})
 }
 
-// Delete drops the tenant's database and role, as recorded for the
-// organization and only when they carry its tag, then marks the
+// Delete drops the tenant's database and role on its server, as recorded
+// for the organization and only when they carry its tag, then marks the
 // organization deleted with its event. An object of the recorded name that
 // is not the organization's is left in place. It returns nil at once
 // unless the organization is being deleted.
 func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 	return p.withOrganization(ctx, orgID, organizations.StatusDeleting, func(org organizations.Organization) error {
-		tag := p.tag(orgID)
-		if name := org.Database.Name; name != "" {
-			got, owner, exists, err := p.databaseTag(ctx, name)
+		if org.Database.Name != "" || org.Database.User != "" {
+			sc, err := p.orgServer(ctx, org)
 			if err != nil {
-				return fmt.Errorf("drop database: %w", err)
+				return err
 			}
-			switch {
-			case !exists:
-			case got == tag || (got == "" && owner == org.Database.User && p.ownsRole(ctx, owner, tag)):
-				if _, err := p.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-					return fmt.Errorf("drop database: %w", err)
-				}
-			default:
-				p.log.Warn("tenant database belongs to someone else; left in place", "tenant_id", orgID, "database", name)
-			}
-		}
-		if user := org.Database.User; user != "" {
-			got, exists, err := p.roleTag(ctx, user)
-			if err != nil {
-				return fmt.Errorf("drop role: %w", err)
-			}
-			switch {
-			case !exists:
-			case got == tag:
-				if _, err := p.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()); err != nil {
-					return fmt.Errorf("drop role: %w", err)
-				}
-			default:
-				p.log.Warn("tenant role belongs to someone else; left in place", "tenant_id", orgID, "role", user)
+			if err := p.dropObjects(ctx, sc, org); err != nil {
+				return err
 			}
 		}
 		if err := p.store.MarkDeleted(ctx, orgID); err != nil {
@@ -515,6 +606,47 @@ func (p *Provisioner) Delete(ctx context.Context, orgID int64) error {
 		p.log.Info("tenant deleted", "tenant_id", orgID)
 		return nil
 	})
+}
+
+// dropObjects drops org's database and role on sc's server when they
+// carry the organization's tag (or, for a database, carry none and belong
+// to its tagged role: a crash before the tag). Anything else of those
+// names is logged and left in place.
+func (p *Provisioner) dropObjects(ctx context.Context, sc *serverConn, org organizations.Organization) error {
+	tag := p.tag(org.ID)
+	if name := org.Database.Name; name != "" {
+		got, owner, exists, err := databaseTag(ctx, sc, name)
+		if err != nil {
+			return fmt.Errorf("drop database: %w", err)
+		}
+		switch {
+		case !exists:
+		case got == tag || (got == "" && owner == org.Database.User && ownsRole(ctx, sc, owner, tag)):
+			if _, err := sc.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+				return fmt.Errorf("drop database: %w", err)
+			}
+		default:
+			p.log.Warn("tenant database belongs to someone else; left in place", "tenant_id", org.ID,
+				"db_server_id", sc.server.ID, "database", name)
+		}
+	}
+	if user := org.Database.User; user != "" {
+		got, exists, err := roleTag(ctx, sc, user)
+		if err != nil {
+			return fmt.Errorf("drop role: %w", err)
+		}
+		switch {
+		case !exists:
+		case got == tag:
+			if _, err := sc.admin.Exec(ctx, "DROP ROLE IF EXISTS "+pgx.Identifier{user}.Sanitize()); err != nil {
+				return fmt.Errorf("drop role: %w", err)
+			}
+		default:
+			p.log.Warn("tenant role belongs to someone else; left in place", "tenant_id", org.ID,
+				"db_server_id", sc.server.ID, "role", user)
+		}
+	}
+	return nil
 }
 
 // withOrganization runs fn under the organization's lock when it is (still)
@@ -553,11 +685,16 @@ func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn fu
 		return fmt.Errorf("lock connection: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	key := "tenantbase." + kind + "." + strconv.FormatInt(id, 10)
+	key := lockKey(kind, id)
 	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
 		return fmt.Errorf("lock %s %d: %w", kind, id, err)
 	}
 	return fn()
+}
+
+// lockKey names the advisory lock of work on one organization or owner.
+func lockKey(kind string, id int64) string {
+	return "tenantbase." + kind + "." + strconv.FormatInt(id, 10)
 }
 
 // lockConnConfig is the configuration of a lock connection to dsn: the
@@ -575,27 +712,40 @@ func lockConnConfig(dsn string) (*pgx.ConnConfig, error) {
 }
 
 // TenantDSN is a DSN for org's tenant database as its own role, with the
-// stored password: what any work inside a tenant database connects with.
-func (p *Provisioner) TenantDSN(org organizations.Organization) (string, error) {
+// stored password, on the server it lives on: what any work inside a
+// tenant database connects with.
+func (p *Provisioner) TenantDSN(ctx context.Context, org organizations.Organization) (string, error) {
 	creds, err := OpenCredentials(p.box, org)
 	if err != nil {
 		return "", err
 	}
-	return p.tenantDSN(creds), nil
+	sc, err := p.orgServer(ctx, org)
+	if err != nil {
+		return "", err
+	}
+	return sc.tenantDSN(creds), nil
 }
 
 // WithOrganizationLock runs fn holding the organization's lock, the one
-// provisioning and deletion hold: fn never overlaps with them.
+// provisioning, deletion and moves hold: fn never overlaps with them.
 func (p *Provisioner) WithOrganizationLock(ctx context.Context, orgID int64, fn func() error) error {
 	return p.withLock(ctx, "organization", orgID, fn)
 }
 
 // tenantDSN is a DSN for the tenant database as its own role, through the
 // admin DSN's server address and options.
-func (p *Provisioner) tenantDSN(c Credentials) string {
-	u := *p.adminURL
+func (sc *serverConn) tenantDSN(c Credentials) string {
+	u := *sc.url
 	u.User = url.UserPassword(c.User, c.Password)
 	u.Path = "/" + c.Name
+	u.RawPath = ""
+	return u.String()
+}
+
+// adminDSN is the admin DSN pointed at database db.
+func (sc *serverConn) adminDSN(db string) string {
+	u := *sc.url
+	u.Path = "/" + db
 	u.RawPath = ""
 	return u.String()
 }

@@ -23,6 +23,7 @@ import (
 	"tenantbase/libs/testenv"
 	"tenantbase/migrations"
 	"tenantbase/services/control-plane/cptest"
+	"tenantbase/services/control-plane/internal/dbservers"
 	"tenantbase/services/control-plane/internal/organizations"
 	"tenantbase/services/control-plane/internal/provisioning"
 	"tenantbase/services/control-plane/internal/secretbox"
@@ -37,6 +38,7 @@ type fixture struct {
 	pool    *pgxpool.Pool
 	box     *secretbox.Box
 	store   *organizations.Store
+	servers *dbservers.Registry
 	prov    *provisioning.Provisioner
 	ownerID int64
 
@@ -62,8 +64,12 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.store = organizations.NewStore(f.pool, jobs, f.dep)
-	f.prov, err = provisioning.New(ctx, f.pool, f.store, jobs, f.box, provisioning.Options{
-		Deployment: f.dep, CoreDSN: f.core, AdminDSN: f.core,
+	f.servers = dbservers.New(f.pool, f.box, f.store)
+	if _, _, err := f.servers.EnsureDefault(ctx, dbservers.Registration{AdminURL: f.core}); err != nil {
+		t.Fatal(err)
+	}
+	f.prov, err = provisioning.New(f.pool, f.store, f.servers, jobs, f.box, provisioning.Options{
+		Deployment: f.dep, CoreDSN: f.core, ConnectionLimit: 20,
 		BeforeStep: func(ctx context.Context, orgID int64, step string) error {
 			f.mu.Lock()
 			hook := f.beforeStep

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
 	"github.com/riverqueue/river/riverdriver/riverpgxv5"
+
+	"tenantbase/services/control-plane/internal/dbservers"
 )
 
 // RunnerOptions configure the job runner.
@@ -49,7 +51,8 @@ type Queue struct {
 	Register func(*river.Workers)
 }
 
-// Runner works the provisioning, deletion and owner-sync jobs. Several
+// Runner works the provisioning, deletion, owner-sync, move, rotation and
+// copy-removal jobs. Several
 // runners (processes) may share a core database: River hands each job to
 // one of them at a time.
 type Runner struct {
@@ -65,6 +68,10 @@ func NewRunner(pool *pgxpool.Pool, p *Provisioner, o RunnerOptions, log *slog.Lo
 	river.AddWorker(workers, &syncOwnerPasswordWorker{p: p})
 	river.AddWorker(workers, &reconcileWorker{p: p, minAge: o.ReconcileEvery})
 	river.AddWorker(workers, &purgeRefreshWorker{p: p})
+	river.AddWorker(workers, &moveWorker{p: p})
+	river.AddWorker(workers, &rotateWorker{p: p})
+	river.AddWorker(workers, &dropCopyWorker{p: p})
+	river.AddWorker(workers, &resumeMovesWorker{p: p})
 	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}}
 	for _, q := range o.Queues {
 		q.Register(workers)
@@ -121,8 +128,9 @@ func (w *provisionWorker) Work(ctx context.Context, job *river.Job[ProvisionArgs
 	}
 	err := w.p.Provision(ctx, id)
 	w.p.recordAttempt(ctx, id, job.Attempt, err)
-	if errors.Is(err, ErrForeignObject) {
-		// Another run would find the same object: fail now.
+	if errors.Is(err, ErrForeignObject) || errors.Is(err, dbservers.ErrNoCapacity) {
+		// Another run would find the same object, or no room either: fail
+		// now. The organization can be retried once the cause is gone.
 		return w.fail(ctx, id, err, job.Attempt)
 	}
 	if err == nil || job.Attempt < w.maxAttempts {
@@ -167,4 +175,68 @@ type syncOwnerPasswordWorker struct {
 
 func (w *syncOwnerPasswordWorker) Work(ctx context.Context, job *river.Job[SyncOwnerPasswordArgs]) error {
 	return w.p.SyncOwnerPassword(ctx, job.Args.OwnerID)
+}
+
+type moveWorker struct {
+	river.WorkerDefaults[MoveArgs]
+	p *Provisioner
+}
+
+// Timeout gives a move its own limit: copying a large tenant takes longer
+// than a provisioning step.
+func (w *moveWorker) Timeout(*river.Job[MoveArgs]) time.Duration { return w.p.opts.MoveTimeout }
+
+// Work moves the tenant. Any failure rolls the move back at once rather
+// than retrying it later, since the tenant refuses writes while it moves;
+// a move cut short by a crash is started again by ResumeMoves and repeats
+// every step. A rollback that fails is retried: the recorded reason makes
+// every later run roll back.
+func (w *moveWorker) Work(ctx context.Context, job *river.Job[MoveArgs]) error {
+	id := job.Args.OrganizationID
+	err := w.p.Move(ctx, id)
+	if err == nil {
+		return nil
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	if rbErr := w.p.AbortMove(rctx, id, err); rbErr != nil {
+		return fmt.Errorf("roll back the move: %w (it failed with: %v)", rbErr, err)
+	}
+	return river.JobCancel(err)
+}
+
+type rotateWorker struct {
+	river.WorkerDefaults[RotateCredentialsArgs]
+	p *Provisioner
+}
+
+func (w *rotateWorker) Work(ctx context.Context, job *river.Job[RotateCredentialsArgs]) error {
+	err := w.p.RotateCredentials(ctx, job.Args.OrganizationID)
+	if errors.Is(err, errMoving) {
+		return river.JobSnooze(5 * time.Second)
+	}
+	return err
+}
+
+type dropCopyWorker struct {
+	river.WorkerDefaults[DropCopyArgs]
+	p *Provisioner
+}
+
+func (w *dropCopyWorker) Work(ctx context.Context, job *river.Job[DropCopyArgs]) error {
+	return w.p.DropCopy(ctx, job.Args.OrganizationID, job.Args.DBServerID)
+}
+
+// resumeMovesEvery is how often the leader looks for moves whose worker
+// died: a crashed move leaves its tenant refusing writes until then (or
+// until the new leader's first look, right after it is elected).
+const resumeMovesEvery = 30 * time.Second
+
+type resumeMovesWorker struct {
+	river.WorkerDefaults[ResumeMovesArgs]
+	p *Provisioner
+}
+
+func (w *resumeMovesWorker) Work(ctx context.Context, _ *river.Job[ResumeMovesArgs]) error {
+	return w.p.ResumeMoves(ctx)
 }

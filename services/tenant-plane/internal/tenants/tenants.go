@@ -16,11 +16,14 @@ type Tenant = tenantapi.Tenant
 
 // Errors telling why a request cannot be served for a tenant.
 var (
-	ErrNotFound     = errors.New("no such tenant")
-	ErrNotReady     = errors.New("the tenant is still being provisioned")
-	ErrFailed       = errors.New("the tenant could not be provisioned")
-	ErrSuspended    = errors.New("the tenant is suspended")
-	ErrMigrating    = errors.New("the tenant's database is being migrated to a schema version this service works with")
+	ErrNotFound  = errors.New("no such tenant")
+	ErrNotReady  = errors.New("the tenant is still being provisioned")
+	ErrFailed    = errors.New("the tenant could not be provisioned")
+	ErrSuspended = errors.New("the tenant is suspended")
+	ErrMigrating = errors.New("the tenant's database is being migrated to a schema version this service works with")
+	// ErrMoving refuses a write while the tenant's database moves to
+	// another server: reads are served meanwhile.
+	ErrMoving       = errors.New("the tenant's database is being moved to another server; reads work, writes are refused until it is done")
 	ErrUnavailable  = errors.New("the tenant directory is unavailable")
 	errBadDirectory = errors.New("tenants: malformed answer from the control plane")
 )
@@ -29,7 +32,9 @@ var (
 // status calls for.
 func Usable(t Tenant) error {
 	switch t.Status {
-	case tenantapi.StatusReady:
+	case tenantapi.StatusReady, tenantapi.StatusMoving:
+		// A moving tenant's database refuses writes itself (see
+		// WriteRefused): reads go on.
 		return nil
 	case tenantapi.StatusProvisioning:
 		return ErrNotReady
