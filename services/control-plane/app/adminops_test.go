@@ -41,6 +41,13 @@ type auditPage struct {
 // oldest first, every page.
 func (h *harness) audit(t testing.TB, admin, query string) []auditEntry {
 	t.Helper()
+	return adminAudit(t, h.ControlPlane, admin, query)
+}
+
+// adminAudit reads cp's audit log as admin with query (without the
+// leading ?), oldest first, every page.
+func adminAudit(t testing.TB, cp *cptest.ControlPlane, admin, query string) []auditEntry {
+	t.Helper()
 	var all []auditEntry
 	cursor := ""
 	for {
@@ -49,9 +56,7 @@ func (h *harness) audit(t testing.TB, admin, query string) []auditEntry {
 			q += "&cursor=" + cursor
 		}
 		var p auditPage
-		res := h.do(t, http.MethodGet, "/admin/audit?"+q, nil, withToken(admin))
-		res.expect(t, http.StatusOK, "")
-		res.Decode(t, &p)
+		cp.Do(t, http.MethodGet, "/admin/audit?"+q, admin, nil).Expect(t, http.StatusOK).Decode(t, &p)
 		all = append(all, p.Items...)
 		if p.NextCursor == nil {
 			break

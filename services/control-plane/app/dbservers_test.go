@@ -448,6 +448,19 @@ func TestMoveBetweenServers(t *testing.T) {
 		}
 		steps.heal(org.ID)
 	})
+
+	// Each move asked for, and how it ended, is in the audit log.
+	var moves []string
+	for _, e := range adminAudit(t, cp, admin, "target_type=organization&target_id="+strconv.FormatInt(org.ID, 10)) {
+		if strings.HasPrefix(e.Action, "organization.move") {
+			moves = append(moves, e.Action+"/"+e.ActorType+"/"+e.Outcome)
+		}
+	}
+	if want := []string{"organization.move/user/success", "organization.moved/system/success",
+		"organization.move/user/success", "organization.moved/system/success",
+		"organization.move/user/success", "organization.moved/system/failure"}; !slices.Equal(moves, want) {
+		t.Fatalf("audit of the moves: %v, want %v", moves, want)
+	}
 }
 
 // TestRotateCredentials rotates the password of a tenant on a server that
@@ -513,6 +526,16 @@ func TestRotateCredentials(t *testing.T) {
 	cp.Do(t, http.MethodDelete, "/organizations/"+strconv.FormatInt(org.ID, 10), owner.AccessToken, nil).Expect(t, http.StatusAccepted)
 	cp.WaitStatus(t, owner.AccessToken, org.ID, "deleted", readyTimeout)
 	cp.Do(t, http.MethodPost, path, admin, nil).ExpectProblem(t, http.StatusConflict, "invalid_status")
+	var rotations []string
+	for _, e := range adminAudit(t, cp, admin, "target_type=organization&target_id="+strconv.FormatInt(org.ID, 10)) {
+		if strings.Contains(e.Action, "rotate") {
+			rotations = append(rotations, e.Action+"/"+e.ActorType)
+		}
+	}
+	if want := []string{"organization.rotate_credentials/user", "organization.credentials_rotated/system",
+		"organization.rotate_credentials/user", "organization.credentials_rotated/system"}; !slices.Equal(rotations, want) {
+		t.Fatalf("audit of the rotations: %v, want %v", rotations, want)
+	}
 }
 
 func asJSON(t *testing.T, v any) []byte {

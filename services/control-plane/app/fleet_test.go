@@ -557,13 +557,7 @@ func TestFleetAPI(t *testing.T) {
 	}
 	// The audit log has who steered the run, and the tenant that failed,
 	// written by the job.
-	auditOf := func(query string) []auditEntry {
-		var p auditPage
-		cp.Do(t, http.MethodGet, "/admin/audit?limit=200&"+query, admin, nil).Expect(t, http.StatusOK).Decode(t, &p)
-		slices.Reverse(p.Items)
-		return p.Items
-	}
-	steered := auditOf("target_type=migration_run&target_id=" + strconv.FormatInt(run.ID, 10))
+	steered := adminAudit(t, cp, admin, "target_type=migration_run&target_id="+strconv.FormatInt(run.ID, 10))
 	if got := actions(steered); !slices.Equal(got, []string{"migration_run.start", "migration_run.pause", "migration_run.cancel", "migration_run.cancel"}) {
 		t.Fatalf("audit of run %d: %v", run.ID, got)
 	}
@@ -575,7 +569,7 @@ func TestFleetAPI(t *testing.T) {
 	if d := steered[2].Detail; d["from_status"] != "paused" || d["to_status"] != "cancelled" {
 		t.Fatalf("cancel detail %v", d)
 	}
-	failedAudit := auditOf("action=organization.migrate&target_type=organization&target_id=" + strconv.FormatInt(ids[0], 10))
+	failedAudit := adminAudit(t, cp, admin, "action=organization.migrate&target_type=organization&target_id="+strconv.FormatInt(ids[0], 10))
 	if n := len(failedAudit); n < 2 || failedAudit[n-1].Outcome != "failure" || failedAudit[n-1].ActorType != "system" ||
 		failedAudit[n-2].Outcome != "success" || failedAudit[n-2].Detail["to_version"] != float64(latest-1) {
 		t.Fatalf("audit of tenant %d: %+v, want its rollback then its failure, by the system", ids[0], failedAudit)

@@ -65,8 +65,10 @@ const (
 	OrganizationProvisioningFailed = "organization.provisioning_failed"
 	OrganizationDeleted            = "organization.deleted"
 	OrganizationMove               = "organization.move"
+	OrganizationMoved              = "organization.moved"
 	OrganizationMigrate            = "organization.migrate"
 	OrganizationRotateCredentials  = "organization.rotate_credentials"
+	OrganizationCredentialsRotated = "organization.credentials_rotated"
 
 	MigrationRunStart  = "migration_run.start"
 	MigrationRunPause  = "migration_run.pause"

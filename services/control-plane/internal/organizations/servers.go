@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"tenantbase/libs/events"
+	"tenantbase/services/control-plane/internal/audit"
 	"tenantbase/services/control-plane/internal/outbox"
 )
 
@@ -83,10 +84,15 @@ func (s *Store) StartMove(ctx context.Context, id int64, target func(ctx context
 		if err != nil {
 			return err
 		}
+		from := org.ServerID
 		org, err = scan(tx.QueryRow(ctx, `UPDATE organization SET status = 'moving', status_detail = NULL,
 				move_to_server_id = $2, move_frozen_at = NULL, move_error = NULL, updated_at = now()
 			WHERE id = $1 RETURNING `+columns, id, to))
 		if err != nil {
+			return err
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationMove, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id), Detail: map[string]any{"from_db_server_id": from, "to_db_server_id": to}}); err != nil {
 			return err
 		}
 		return s.jobs.EnqueueMove(ctx, tx, id)
@@ -144,6 +150,10 @@ func (s *Store) FinishMove(ctx context.Context, id, to int64, host string, port 
 		if err := outbox.Add(ctx, tx, s.Event(events.TenantUpdated, org)); err != nil {
 			return err
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationMoved, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id), Detail: map[string]any{"db_server_id": to}}); err != nil {
+			return err
+		}
 		return then(tx)
 	})
 	return ok, err
@@ -179,6 +189,11 @@ func (s *Store) AbandonMove(ctx context.Context, id int64, then func(tx pgx.Tx) 
 		if err := outbox.Add(ctx, tx, s.Event(events.TenantUpdated, org)); err != nil {
 			return err
 		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationMoved, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id), Outcome: audit.Failure,
+			Detail: map[string]any{"db_server_id": org.ServerID, "reason": org.StatusDetail}}); err != nil {
+			return err
+		}
 		return then(tx)
 	})
 }
@@ -194,6 +209,10 @@ func (s *Store) RequestRotation(ctx context.Context, id int64) (Organization, er
 		}
 		if org.Status != StatusReady && org.Status != StatusSuspended {
 			return ErrInvalidStatus
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationRotateCredentials, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id)}); err != nil {
+			return err
 		}
 		return s.jobs.EnqueueRotation(ctx, tx, id)
 	})
@@ -219,6 +238,10 @@ func (s *Store) RotatePassword(ctx context.Context, id int64, sealed []byte, app
 		}
 		ok = true
 		if err := outbox.Add(ctx, tx, s.Event(events.TenantUpdated, org)); err != nil {
+			return err
+		}
+		if err := audit.Record(ctx, tx, audit.Entry{Action: audit.OrganizationCredentialsRotated, TargetType: audit.TargetOrganization,
+			TargetID: audit.ID(id)}); err != nil {
 			return err
 		}
 		return apply(org)
