@@ -39,6 +39,16 @@ func hasDatabase(t *testing.T, dsn, name string) bool {
 	return n == 1
 }
 
+// hasDatabaseOrRole says whether the server at dsn has a database or a
+// role called name (a tenant's are dropped database first).
+func hasDatabaseOrRole(t *testing.T, dsn, name string) bool {
+	t.Helper()
+	var n int
+	testenv.QueryRow(t, dsn, `SELECT (SELECT count(*) FROM pg_database WHERE datname = $1)
+		+ (SELECT count(*) FROM pg_roles WHERE rolname = $1)`, []any{name}, &n)
+	return n > 0
+}
+
 // adminView fetches an organization as a platform admin sees it.
 func adminView(t *testing.T, cp *cptest.ControlPlane, admin string, id int64) cptest.Organization {
 	t.Helper()
@@ -385,7 +395,7 @@ func TestMoveBetweenServers(t *testing.T) {
 		if err := tenantWrite(t, cp, shared, org.ID); err == nil || !strings.Contains(err.Error(), "read-only transaction") {
 			t.Fatalf("write on the old copy: %v, want it refused as read-only", err)
 		}
-		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabase(t, shared, name) }, "old copy dropped")
+		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabaseOrRole(t, shared, name) }, "old copy dropped")
 		assertTenantDropped(t, cp, shared, org.ID, name)
 		if got := cp.Servers(t, admin); got[1].Tenants != 0 || got[b.ID].Tenants != 1 {
 			t.Fatalf("tenant counts %+v", got)
@@ -399,7 +409,7 @@ func TestMoveBetweenServers(t *testing.T) {
 		if err := tenantWrite(t, cp, shared, org.ID); err != nil {
 			t.Fatalf("write after moving back: %v", err)
 		}
-		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabase(t, second.DSN("postgres"), name) }, "second copy dropped")
+		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabaseOrRole(t, second.DSN("postgres"), name) }, "second copy dropped")
 
 		got := log.WaitUntil(t, 30*time.Second, "four tenant.updated", func(got []cptest.Received) bool {
 			return len(cptest.OfTenant(got, org.ID)) >= 4
@@ -438,7 +448,7 @@ func TestMoveBetweenServers(t *testing.T) {
 		if fingerprint(t, cp, org.ID) != before {
 			t.Fatal("users changed by the failed move")
 		}
-		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabase(t, second.DSN("postgres"), name) }, "copy on the target dropped")
+		testenv.Eventually(t, 30*time.Second, func() bool { return !hasDatabaseOrRole(t, second.DSN("postgres"), name) }, "copy on the target dropped")
 		got := log.WaitUntil(t, 30*time.Second, "two more tenant.updated", func(got []cptest.Received) bool {
 			return len(cptest.OfTenant(got, org.ID)) >= seen+2
 		})
