@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"golang.org/x/crypto/bcrypt"
 
@@ -374,7 +373,7 @@ func TestChangePassword(t *testing.T) {
 	ada := f.register(t, "ada@example.com")
 	old := f.login(t, "ada@example.com", "correct horse battery")
 	other := f.login(t, "ada@example.com", "correct horse battery")
-	// Verified once, so that the cache of verified tokens holds it.
+	// Verified once, so that Keys remembers it.
 	if _, err := f.svc.Authenticate(ctx, f.db, tenantID, old.AccessToken); err != nil {
 		t.Fatal(err)
 	}
@@ -638,40 +637,5 @@ func TestConcurrentDemotionsKeepOneAdmin(t *testing.T) {
 	}
 	if refused != 1 || admins != 1 {
 		t.Errorf("refused = %d, admins left = %d; want 1 and 1", refused, admins)
-	}
-}
-
-func TestVerifiedTokens(t *testing.T) {
-	var v verifiedTokens
-	live := Claims{}
-	live.ExpiresAt = jwt.NewNumericDate(time.Now().Add(time.Minute))
-	expired := Claims{}
-	expired.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-time.Second))
-	v.put(1, "live", live)
-	v.put(1, "expired", expired)
-
-	cases := []struct {
-		name   string
-		tenant int64
-		token  string
-		hit    bool
-	}{
-		{"live token for its tenant", 1, "live", true},
-		{"live token for another tenant", 2, "live", false},
-		{"expired token", 1, "expired", false},
-		{"unknown token", 1, "other", false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			if _, ok := v.get(tc.tenant, tc.token); ok != tc.hit {
-				t.Errorf("hit = %v, want %v", ok, tc.hit)
-			}
-		})
-	}
-	for i := range 2 * maxVerified {
-		v.put(1, strconv.Itoa(i), live)
-	}
-	if n := len(v.entries); n > maxVerified {
-		t.Errorf("cache holds %d tokens, want at most %d", n, maxVerified)
 	}
 }
