@@ -23,6 +23,7 @@ import (
 
 	"tenantbase/libs/config"
 	"tenantbase/libs/events"
+	"tenantbase/libs/tenantdb"
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
@@ -471,6 +472,12 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		}
 		delete(perTag, cptest.Tag(dep, id))
 	}
+	// Beside them, the server's template database and its role.
+	if perTag[provisioning.TemplateTag(dep, tenantdb.LatestVersion())] != 1 || perTag[provisioning.TemplateTag(dep, 0)] != 1 {
+		t.Errorf("template objects %v, want the template database and its role", perTag)
+	}
+	delete(perTag, provisioning.TemplateTag(dep, tenantdb.LatestVersion()))
+	delete(perTag, provisioning.TemplateTag(dep, 0))
 	if len(perTag) > 0 {
 		t.Errorf("orphans tagged by this deployment: %v", perTag)
 	}

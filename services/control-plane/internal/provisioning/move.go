@@ -258,7 +258,7 @@ func (p *Provisioner) prepareTarget(ctx context.Context, dst *serverConn, orgID 
 			return err
 		}
 	}
-	return p.ensureDatabase(ctx, dst, orgID, creds)
+	return p.ensureDatabase(ctx, dst, orgID, creds, false)
 }
 
 // copyDatabase pipes pg_dump of the source (as the admin: the tenant

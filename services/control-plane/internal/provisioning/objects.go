@@ -55,9 +55,19 @@ func (e *ForeignObjectError) Error() string {
 // Is makes errors.Is(err, ErrForeignObject) hold.
 func (e *ForeignObjectError) Is(target error) bool { return target == ErrForeignObject }
 
+// querier is a pool or one of its connections.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
 // roleTag returns the comment on role name on sc's server and whether the role exists.
 func roleTag(ctx context.Context, sc *serverConn, name string) (tag string, exists bool, err error) {
-	err = sc.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, name).Scan(&tag)
+	return roleTagOn(ctx, sc.admin, name)
+}
+
+// roleTagOn is roleTag through q, a connection to the server.
+func roleTagOn(ctx context.Context, q querier, name string) (tag string, exists bool, err error) {
+	err = q.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1`, name).Scan(&tag)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", false, nil
 	}
@@ -67,7 +77,12 @@ func roleTag(ctx context.Context, sc *serverConn, name string) (tag string, exis
 // databaseTag returns the comment on database name on sc's server, its
 // owner, and whether it exists.
 func databaseTag(ctx context.Context, sc *serverConn, name string) (tag, owner string, exists bool, err error) {
-	err = sc.admin.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_database'), ''), pg_get_userbyid(datdba)
+	return databaseTagOn(ctx, sc.admin, name)
+}
+
+// databaseTagOn is databaseTag through q, a connection to the server.
+func databaseTagOn(ctx context.Context, q querier, name string) (tag, owner string, exists bool, err error) {
+	err = q.QueryRow(ctx, `SELECT coalesce(shobj_description(oid, 'pg_database'), ''), pg_get_userbyid(datdba)
 		FROM pg_database WHERE datname = $1`, name).Scan(&tag, &owner)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", "", false, nil

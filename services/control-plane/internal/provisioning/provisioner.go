@@ -252,7 +252,7 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 		}); err != nil {
 			return err
 		}
-		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, sc, orgID, creds) }); err != nil {
+		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, sc, orgID, creds, true) }); err != nil {
 			return err
 		}
 		var version uint
@@ -442,15 +442,24 @@ func (p *Provisioner) applyRole(ctx context.Context, sc *serverConn, orgID int64
 }
 
 // ensureDatabase creates the tenant database owned by its role, tags it,
-// and closes it to everyone else. CREATE DATABASE cannot run in a
+// and closes it to everyone else: a copy of the server's template with
+// fromTemplate (provisioning), else empty (a move's target, filled by
+// pg_restore). CREATE DATABASE cannot run in a
 // transaction, so a crash can leave it untagged: an untagged database
 // owned by the organization's own (tagged) role is that run's and gets its
 // tag now; any other database of that name is someone else's and is left
 // untouched.
-func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID int64, creds Credentials) error {
+func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID int64, creds Credentials, fromTemplate bool) error {
 	db := pgx.Identifier{creds.Name}.Sanitize()
 	tag := p.tag(orgID)
-	_, err := sc.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
+	var cloned bool
+	var err error
+	if fromTemplate {
+		cloned, err = p.cloneDatabase(ctx, sc, creds)
+	}
+	if err == nil && !cloned {
+		_, err = sc.admin.Exec(ctx, "CREATE DATABASE "+db+" OWNER "+pgx.Identifier{creds.User}.Sanitize())
+	}
 	switch {
 	case err == nil:
 	case pgutil.Code(err) == pgerrcode.DuplicateDatabase:
@@ -477,12 +486,13 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID 
 	return err
 }
 
-// migrate applies the tenant migrations as the tenant role, so the tables
-// belong to it. A migration interrupted by a crash leaves golang-migrate's
-// dirty flag; the database holds nothing yet, so it is recreated.
+// migrate hands a copy of the template to the tenant role, and applies the
+// tenant migrations it still lacks (all of them to a database that is no
+// copy) as the tenant role, so the tables belong to it. A migration
+// interrupted by a crash leaves golang-migrate's dirty flag; the database
+// holds nothing yet, so it is recreated.
 func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials) (uint, error) {
-	dsn := sc.tenantDSN(creds)
-	dirty, err := migrationDirty(ctx, dsn)
+	version, dirty, err := p.adoptClone(ctx, sc, creds)
 	if err != nil {
 		return 0, err
 	}
@@ -491,29 +501,18 @@ func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, 
 		if _, err := sc.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
 			return 0, err
 		}
-		if err := p.ensureDatabase(ctx, sc, orgID, creds); err != nil {
+		if err := p.ensureDatabase(ctx, sc, orgID, creds, true); err != nil {
+			return 0, err
+		}
+		if version, dirty, err = p.adoptClone(ctx, sc, creds); err != nil {
 			return 0, err
 		}
 	}
-	res, err := p.migrations.MigrateTo(ctx, dsn, p.migrations.Latest(), tenantdb.MigrateOptions{})
+	if !dirty && version == p.migrations.Latest() {
+		return version, nil
+	}
+	res, err := p.migrations.MigrateTo(ctx, sc.tenantDSN(creds), p.migrations.Latest(), tenantdb.MigrateOptions{})
 	return res.To, err
-}
-
-func migrationDirty(ctx context.Context, dsn string) (bool, error) {
-	conn, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		return false, err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	var dirty bool
-	err = conn.QueryRow(ctx, `SELECT dirty FROM schema_migrations LIMIT 1`).Scan(&dirty)
-	switch {
-	case errors.Is(err, pgx.ErrNoRows), pgutil.Code(err) == pgerrcode.UndefinedTable: // never migrated
-		return false, nil
-	case err != nil:
-		return false, err
-	}
-	return dirty, nil
 }
 
 // syncOwner makes the owner the tenant's admin, with the same email and
