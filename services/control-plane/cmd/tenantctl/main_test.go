@@ -215,6 +215,8 @@ func TestUsageErrors(t *testing.T) {
 		{"migrations", "status", "first"},
 		{"migrations", "resume"},
 		{"migrations", "pause", "1", "--wait"},
+		{"orgs", "list", "--owner", "none"},
+		{"orgs", "create", "Acme", "--owner-id", "0"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {

@@ -15,9 +15,6 @@ import (
 // orgColumns are the columns of `orgs list`.
 var orgColumns = []string{"id", "name", "owner_id", "status", "schema_version", "created_at"}
 
-// defaultChunkSize is the page size of list requests (the API's maximum).
-const defaultChunkSize = 200
-
 func (a *ctl) orgsCmd() *cobra.Command {
 	cmd := group("orgs", "Organizations (tenants) and their databases", "organizations", "org")
 	cmd.AddCommand(a.orgsList(), a.orgsGet(), a.orgsCreate(),
@@ -31,7 +28,7 @@ func (a *ctl) orgsCmd() *cobra.Command {
 
 func (a *ctl) orgsList() *cobra.Command {
 	var status string
-	var owner int64
+	var owner idFlag
 	var chunk int
 	cmd := &cobra.Command{
 		Use:   "list",
@@ -52,7 +49,7 @@ func (a *ctl) orgsList() *cobra.Command {
 			if owner != 0 {
 				// GET /organizations has no owner filter; the admin list
 				// of the admin-operations API will take owner_id.
-				items, err = filter(items, func(o orgSummary) bool { return o.OwnerID == owner })
+				items, err = filter(items, func(o orgSummary) bool { return o.OwnerID == int64(owner) })
 				if err != nil {
 					return err
 				}
@@ -61,7 +58,7 @@ func (a *ctl) orgsList() *cobra.Command {
 		}),
 	}
 	cmd.Flags().StringVar(&status, "status", "", "only organizations in this status (provisioning, ready, failed, suspended, deleting, deleted)")
-	cmd.Flags().Int64Var(&owner, "owner", 0, "only organizations of this owner (user id)")
+	cmd.Flags().Var(&owner, "owner", "only organizations of this owner (user id)")
 	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, "organizations per request (1 to 200); every page is printed")
 	return cmd
 }
@@ -72,7 +69,7 @@ func (a *ctl) orgsGet() *cobra.Command {
 }
 
 func (a *ctl) orgsCreate() *cobra.Command {
-	var ownerID int64
+	var ownerID idFlag
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
@@ -81,7 +78,7 @@ func (a *ctl) orgsCreate() *cobra.Command {
 		RunE: a.runE(func(ctx context.Context, args []string) error {
 			body := map[string]any{"name": args[0]}
 			if ownerID != 0 {
-				body["owner_id"] = ownerID
+				body["owner_id"] = int64(ownerID)
 			}
 			var org json.RawMessage
 			if err := a.client.Do(ctx, api.Post("/organizations", body), &org); err != nil {
@@ -93,7 +90,7 @@ func (a *ctl) orgsCreate() *cobra.Command {
 			return a.waitOrg(ctx, org, "provisioning", "ready")
 		}),
 	}
-	cmd.Flags().Int64Var(&ownerID, "owner-id", 0, "create it for this verified owner (user id) instead of yourself")
+	cmd.Flags().Var(&ownerID, "owner-id", "create it for this verified owner (user id) instead of yourself")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is ready or failed, showing progress")
 	return cmd
 }

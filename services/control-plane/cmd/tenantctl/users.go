@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-	"net/url"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -24,33 +22,16 @@ func (a *ctl) usersCmd() *cobra.Command {
 
 func (a *ctl) usersList() *cobra.Command {
 	var email string
-	var chunk int
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List core users in id order (every page)",
-		Args:  cobra.NoArgs,
-		RunE: a.runE(func(ctx context.Context, _ []string) error {
-			if err := checkChunk(chunk); err != nil {
-				return err
-			}
-			q := url.Values{}
-			if email != "" {
-				q.Set("email", email)
-			}
-			items, err := a.client.List(ctx, "/admin/users", q, chunk)
-			if err != nil {
-				return err
-			}
-			return a.out.list(items, userColumns...)
-		}),
-	}
+	cmd := a.listCommand(listCmd{short: "List core users in id order (every page)", noun: "users", columns: userColumns,
+		request: func() api.Request { return api.Get("/admin/users", query("email", email)) }})
 	cmd.Flags().StringVar(&email, "email", "", "only users whose email contains this text")
-	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, "users per request (1 to 200); every page is printed")
 	return cmd
 }
+
+func userPath(id int64) string { return "/admin/users/" + strconv.FormatInt(id, 10) }
 
 // userPatch is a command sending one fixed PATCH /admin/users/{id}.
 func (a *ctl) userPatch(name, short string, patch map[string]any) *cobra.Command {
 	return a.objectCommand(objectCmd{use: name + " ID", short: short, what: "user",
-		request: func(id int64) api.Request { return api.Patch("/admin/users/"+strconv.FormatInt(id, 10), patch) }})
+		request: func(id int64) api.Request { return api.Patch(userPath(id), patch) }})
 }
