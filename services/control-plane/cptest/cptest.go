@@ -393,6 +393,30 @@ type Organization struct {
 	DBServerID *int64 `json:"db_server_id"`
 }
 
+// FleetOrganization is an organization as the platform admins' fleet view
+// shows it (GET /admin/organizations/{id}), every field.
+type FleetOrganization struct {
+	Organization
+	Owner struct {
+		ID    int64  `json:"id"`
+		Email string `json:"email"`
+	} `json:"owner"`
+	// DatabaseServer is null until provisioning placed the tenant.
+	DatabaseServer *struct {
+		ID       int64  `json:"id"`
+		Name     string `json:"name"`
+		Host     string `json:"host"`
+		Port     int    `json:"port"`
+		Database string `json:"database"`
+	} `json:"database_server"`
+	ProvisioningAttempts []struct {
+		Attempt int       `json:"attempt"`
+		Step    *string   `json:"step"`
+		Error   *string   `json:"error"`
+		At      time.Time `json:"at"`
+	} `json:"provisioning_attempts"`
+}
+
 // MigrationRun is a migration run as the platform admins' API shows it
 // (/admin/migrations), every field.
 type MigrationRun struct {

@@ -3,7 +3,7 @@
 // habits of kubectl and gh.
 //
 //	tenantctl login --email admin@example.com
-//	tenantctl orgs create Acme --owner-id 7 --wait
+//	tenantctl orgs create Acme --owner ceo@acme.example --wait
 //	tenantctl orgs list -o json | jq '.items[] | select(.status == "failed") | .id'
 //	tenantctl migrations start --canary 5 --on-error pause --wait
 //

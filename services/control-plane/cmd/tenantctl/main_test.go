@@ -217,6 +217,8 @@ func TestUsageErrors(t *testing.T) {
 		{"migrations", "pause", "1", "--wait"},
 		{"orgs", "list", "--owner", "none"},
 		{"orgs", "create", "Acme", "--owner-id", "0"},
+		{"orgs", "create", "Acme", "--owner", "a@example.com", "--owner-id", "2"},
+		{"orgs", "rotate-credentials", "1", "--wait"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {
