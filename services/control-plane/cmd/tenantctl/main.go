@@ -88,7 +88,7 @@ func run(ctx context.Context, args []string) int {
 func (a *ctl) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:               "tenantctl",
-		Short:             "Drive the tenantbase control plane: organizations, users, migration runs, events",
+		Short:             "Drive the tenantbase control plane: organizations, database servers, users, migration runs, events",
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
@@ -98,7 +98,8 @@ func (a *ctl) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "",
 		"output format, table or json (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.migrationsCmd(), a.eventsCmd())
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.serversCmd(), a.usersCmd(),
+		a.migrationsCmd(), a.eventsCmd())
 	return root
 }
 
@@ -180,6 +181,15 @@ func (a *ctl) runE(fn func(ctx context.Context, args []string) error) func(*cobr
 	}
 }
 
+// failedCodes are the problems whose HTTP status would give another exit
+// code than their meaning: the request was well formed and allowed, but
+// the operation cannot be done as things stand (exit 1).
+var failedCodes = map[string]bool{
+	// 422: the server to register does not answer, or its admin role may
+	// not create databases.
+	"db_server_unreachable": true,
+}
+
 func exitCode(err error) int {
 	var exit *exitError
 	var apiErr *api.Error
@@ -187,6 +197,9 @@ func exitCode(err error) int {
 	case errors.As(err, &exit):
 		return exit.code
 	case errors.As(err, &apiErr):
+		if failedCodes[apiErr.Code] {
+			return exitFailed
+		}
 		switch apiErr.Status {
 		case http.StatusUnauthorized, http.StatusForbidden:
 			return exitAuth

@@ -23,6 +23,7 @@ func (a *ctl) orgsCmd() *cobra.Command {
 		a.orgChange("suspend", "Suspend a ready organization: the tenant plane refuses its requests", "POST", "/admin/organizations/%d/suspend", "", ""),
 		a.orgChange("resume", "Resume a suspended organization", "POST", "/admin/organizations/%d/resume", "", ""),
 		a.orgChange("delete", "Delete an organization with its database", "DELETE", "/organizations/%d", "deleting", "deleted"),
+		a.orgsMove(),
 		a.orgChange("rotate-credentials", "Give the tenant database's login role a new password (in the background)",
 			"POST", "/admin/organizations/%d/rotate-credentials", "", ""),
 	)
@@ -115,12 +116,30 @@ func (a *ctl) orgChange(name, short, method, pathFormat, pending, ok string) *co
 	return a.objectCommand(c)
 }
 
+func (a *ctl) orgsMove() *cobra.Command {
+	var server idFlag
+	cmd := a.objectCommand(objectCmd{use: "move ID --server ID", what: "organization",
+		short: "Move a ready organization's database to another database server (reads go on, writes wait)",
+		request: func(id int64) api.Request {
+			return api.Post("/admin"+orgPath(id)+"/move", map[string]int64{"db_server_id": int64(server)})
+		},
+		follow: func(ctx context.Context, org json.RawMessage) error {
+			return a.waitOrg(ctx, org, "moving", movedTo(int64(server)))
+		},
+		waitHelp: "wait until the move ends, showing progress: exit 0 on the target server, 1 when it rolled back"})
+	cmd.Flags().Var(&server, "server", "the database server to move it to (an id of tenantctl servers list)")
+	_ = cmd.MarkFlagRequired("server")
+	return cmd
+}
+
 // orgSummary is what tenantctl itself reads of an organization.
 type orgSummary struct {
 	ID           int64   `json:"id"`
 	Name         string  `json:"name"`
 	Status       string  `json:"status"`
 	StatusDetail *string `json:"status_detail"`
+	// DBServerID is shown to platform admins only.
+	DBServerID *int64 `json:"db_server_id"`
 }
 
 // state is the organization's status with its detail, if any.
@@ -149,6 +168,22 @@ func endsIn(status string) outcome {
 			return ""
 		}
 		return o.state()
+	}
+}
+
+// movedTo is the outcome of a move to server: ready there. A move that
+// failed leaves the organization ready where it was, the reason in its
+// status_detail.
+func movedTo(server int64) outcome {
+	return func(o orgSummary) string {
+		switch {
+		case o.Status == "ready" && o.DBServerID != nil && *o.DBServerID == server:
+			return ""
+		case o.Status == "ready" && o.StatusDetail != nil:
+			return "the move was rolled back: " + *o.StatusDetail
+		default:
+			return o.state()
+		}
 	}
 }
 
