@@ -185,6 +185,8 @@ func (a *ctl) runE(fn func(ctx context.Context, args []string) error) func(*cobr
 // code than their meaning: the request was well formed and allowed, but
 // the operation cannot be done as things stand (exit 1).
 var failedCodes = map[string]bool{
+	// 403: the owner has as many organizations as their limit allows.
+	"quota_exceeded": true,
 	// 422: the server to register does not answer, or its admin role may
 	// not create databases.
 	"db_server_unreachable": true,

@@ -231,6 +231,10 @@ func TestUsageErrors(t *testing.T) {
 		{"servers", "add", "b", "--port", "high", "--admin-url-stdin"},
 		{"servers", "drain", "first"},
 		{"servers", "activate"},
+		{"users", "set-quota", "1"},
+		{"users", "set-quota", "1", "many"},
+		{"users", "set-quota", "1", "-1"},
+		{"users", "set-quota", "1", "3", "--default"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {
