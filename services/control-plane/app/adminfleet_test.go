@@ -154,7 +154,7 @@ func TestFleetViews(t *testing.T) {
 		cp.Do(t, http.MethodPost, "/admin/organizations/"+id(broken.ID)+"/retry", admin, nil).Expect(t, http.StatusAccepted)
 		cp.WaitStatus(t, admin, broken.ID, "ready", 2*time.Minute)
 		var p struct {
-			Items []auditEntry `json:"items"`
+			Items []cptest.AuditEntry `json:"items"`
 		}
 		cp.Do(t, http.MethodGet, "/organizations/"+id(broken.ID)+"/audit", alice.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &p)
 		got := actions(p.Items)

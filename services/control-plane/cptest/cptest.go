@@ -417,6 +417,22 @@ type FleetOrganization struct {
 	} `json:"provisioning_attempts"`
 }
 
+// AuditEntry is an entry of the audit log as the API shows it
+// (/admin/audit), every field.
+type AuditEntry struct {
+	ID         int64          `json:"id"`
+	At         time.Time      `json:"at"`
+	ActorType  string         `json:"actor_type"`
+	ActorID    *int64         `json:"actor_id"`
+	Action     string         `json:"action"`
+	TargetType string         `json:"target_type"`
+	TargetID   string         `json:"target_id"`
+	RequestID  *string        `json:"request_id"`
+	ClientIP   *string        `json:"client_ip"`
+	Outcome    string         `json:"outcome"`
+	Detail     map[string]any `json:"detail"`
+}
+
 // MigrationRun is a migration run as the platform admins' API shows it
 // (/admin/migrations), every field.
 type MigrationRun struct {

@@ -88,7 +88,7 @@ func run(ctx context.Context, args []string) int {
 func (a *ctl) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:               "tenantctl",
-		Short:             "Drive the tenantbase control plane: organizations, database servers, users, migration runs, events",
+		Short:             "Drive the tenantbase control plane: organizations, database servers, users, migration runs, audit, events",
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
@@ -99,7 +99,7 @@ func (a *ctl) rootCmd() *cobra.Command {
 		"output format, table or json (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
 	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.serversCmd(), a.usersCmd(),
-		a.migrationsCmd(), a.eventsCmd())
+		a.migrationsCmd(), a.auditCmd(), a.eventsCmd())
 	return root
 }
 

@@ -192,6 +192,11 @@ type serverList struct {
 	NextCursor *string           `json:"next_cursor"`
 }
 
+type auditList struct {
+	Items      []cptest.AuditEntry `json:"items"`
+	NextCursor *string             `json:"next_cursor"`
+}
+
 // TestUsageErrors: what the command line itself refuses exits 2 with a
 // hint, before any request; a control plane that does not answer is a
 // failure (1), and no session is exit 4.
@@ -235,6 +240,11 @@ func TestUsageErrors(t *testing.T) {
 		{"users", "set-quota", "1", "many"},
 		{"users", "set-quota", "1", "-1"},
 		{"users", "set-quota", "1", "3", "--default"},
+		{"audit", "list", "--actor", "me"},
+		{"audit", "list", "--target", "organization"},
+		{"audit", "list", "--target", "org:12"},
+		{"audit", "list", "--target", "user:"},
+		{"audit", "list", "--target", ":7"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {
