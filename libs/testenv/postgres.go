@@ -166,6 +166,19 @@ func OnDatabaseDSN(dsn, name string) string {
 	return withSSLDisabled(out)
 }
 
+// WithPassword is the URL dsn with password for its user (the throwaway
+// clusters trust local logins, so any password works, and tests can look
+// for it in what must never show it).
+func WithPassword(tb testing.TB, dsn, password string) string {
+	tb.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password)
+	return u.String()
+}
+
 func execOn(ctx context.Context, dsn, sql string) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {

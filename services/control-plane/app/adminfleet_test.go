@@ -17,25 +17,6 @@ import (
 	"tenantbase/services/control-plane/cptest"
 )
 
-type fleetOrganization struct {
-	cptest.Organization
-	Owner struct {
-		ID    int64  `json:"id"`
-		Email string `json:"email"`
-	} `json:"owner"`
-	DatabaseServer *struct {
-		Host     string `json:"host"`
-		Port     int    `json:"port"`
-		Database string `json:"database"`
-	} `json:"database_server"`
-	ProvisioningAttempts []struct {
-		Attempt int       `json:"attempt"`
-		Step    *string   `json:"step"`
-		Error   *string   `json:"error"`
-		At      time.Time `json:"at"`
-	} `json:"provisioning_attempts"`
-}
-
 type orgPage struct {
 	Items      []cptest.Organization `json:"items"`
 	NextCursor *string               `json:"next_cursor"`
@@ -136,9 +117,9 @@ func TestFleetViews(t *testing.T) {
 		cp.Do(t, http.MethodGet, "/admin/organizations", alice.AccessToken, nil).Expect(t, http.StatusForbidden)
 	})
 
-	detail := func(t *testing.T, orgID int64) fleetOrganization {
+	detail := func(t *testing.T, orgID int64) cptest.FleetOrganization {
 		t.Helper()
-		var f fleetOrganization
+		var f cptest.FleetOrganization
 		cp.Do(t, http.MethodGet, "/admin/organizations/"+id(orgID), admin, nil).Expect(t, http.StatusOK).Decode(t, &f)
 		return f
 	}
@@ -173,7 +154,7 @@ func TestFleetViews(t *testing.T) {
 		cp.Do(t, http.MethodPost, "/admin/organizations/"+id(broken.ID)+"/retry", admin, nil).Expect(t, http.StatusAccepted)
 		cp.WaitStatus(t, admin, broken.ID, "ready", 2*time.Minute)
 		var p struct {
-			Items []auditEntry `json:"items"`
+			Items []cptest.AuditEntry `json:"items"`
 		}
 		cp.Do(t, http.MethodGet, "/organizations/"+id(broken.ID)+"/audit", alice.AccessToken, nil).Expect(t, http.StatusOK).Decode(t, &p)
 		got := actions(p.Items)

@@ -18,37 +18,23 @@ import (
 	"tenantbase/services/control-plane/cptest"
 )
 
-type auditEntry struct {
-	ID         int64          `json:"id"`
-	At         time.Time      `json:"at"`
-	ActorType  string         `json:"actor_type"`
-	ActorID    *int64         `json:"actor_id"`
-	Action     string         `json:"action"`
-	TargetType string         `json:"target_type"`
-	TargetID   string         `json:"target_id"`
-	RequestID  *string        `json:"request_id"`
-	ClientIP   *string        `json:"client_ip"`
-	Outcome    string         `json:"outcome"`
-	Detail     map[string]any `json:"detail"`
-}
-
 type auditPage struct {
-	Items      []auditEntry `json:"items"`
-	NextCursor *string      `json:"next_cursor"`
+	Items      []cptest.AuditEntry `json:"items"`
+	NextCursor *string             `json:"next_cursor"`
 }
 
 // audit reads the admin audit log with query (without the leading ?),
 // oldest first, every page.
-func (h *harness) audit(t testing.TB, admin, query string) []auditEntry {
+func (h *harness) audit(t testing.TB, admin, query string) []cptest.AuditEntry {
 	t.Helper()
 	return adminAudit(t, h.ControlPlane, admin, query)
 }
 
 // adminAudit reads cp's audit log as admin with query (without the
 // leading ?), oldest first, every page.
-func adminAudit(t testing.TB, cp *cptest.ControlPlane, admin, query string) []auditEntry {
+func adminAudit(t testing.TB, cp *cptest.ControlPlane, admin, query string) []cptest.AuditEntry {
 	t.Helper()
-	var all []auditEntry
+	var all []cptest.AuditEntry
 	cursor := ""
 	for {
 		q := query + "&limit=200"
@@ -68,7 +54,7 @@ func adminAudit(t testing.TB, cp *cptest.ControlPlane, admin, query string) []au
 }
 
 // actions lists the actions of entries, in order.
-func actions(entries []auditEntry) []string {
+func actions(entries []cptest.AuditEntry) []string {
 	out := make([]string, len(entries))
 	for i, e := range entries {
 		out[i] = e.Action

@@ -127,7 +127,7 @@ func TestAuditLog(t *testing.T) {
 
 	t.Run("filters", func(t *testing.T) {
 		byAdmin := h.audit(t, admin.AccessToken, "actor_id="+id(adminUser.ID))
-		if len(byAdmin) == 0 || slices.ContainsFunc(byAdmin, func(e auditEntry) bool { return e.ActorID == nil || *e.ActorID != adminUser.ID }) {
+		if len(byAdmin) == 0 || slices.ContainsFunc(byAdmin, func(e cptest.AuditEntry) bool { return e.ActorID == nil || *e.ActorID != adminUser.ID }) {
 			t.Fatalf("actor filter %+v", byAdmin)
 		}
 		boot := h.audit(t, admin.AccessToken, "action=user.create&target_id="+id(adminUser.ID))
@@ -167,7 +167,7 @@ func TestAuditLog(t *testing.T) {
 	})
 }
 
-func checkEntries[W any](t *testing.T, got []auditEntry, wants []W, fields func(W) (action, actorType string, actor int64, requestID, ip, outcome string)) {
+func checkEntries[W any](t *testing.T, got []cptest.AuditEntry, wants []W, fields func(W) (action, actorType string, actor int64, requestID, ip, outcome string)) {
 	t.Helper()
 	if len(got) != len(wants) {
 		t.Fatalf("%d entries %v, want %d", len(got), actions(got), len(wants))

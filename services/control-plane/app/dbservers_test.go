@@ -19,18 +19,6 @@ import (
 	"tenantbase/services/control-plane/cptest"
 )
 
-// withPassword is dsn carrying password (the throwaway clusters trust
-// local logins, so any password works, and tests can look for it).
-func withPassword(t *testing.T, dsn, password string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.UserPassword(u.User.Username(), password)
-	return u.String()
-}
-
 // hasDatabase reports whether database name exists on the server at dsn.
 func hasDatabase(t *testing.T, dsn, name string) bool {
 	t.Helper()
@@ -129,7 +117,7 @@ func TestDBServerRegistry(t *testing.T) {
 	var b cptest.DBServer
 	t.Run("register", func(t *testing.T) {
 		res := cp.Do(t, http.MethodPost, "/admin/db-servers", admin, map[string]any{
-			"name": "b", "admin_url": withPassword(t, second.DSN("postgres"), secret), "max_tenants": 7,
+			"name": "b", "admin_url": testenv.WithPassword(t, second.DSN("postgres"), secret), "max_tenants": 7,
 		}).Expect(t, http.StatusCreated)
 		res.Decode(t, &b)
 		if b.Name != "b" || b.Host != "127.0.0.1" || b.Port != second.Port() || b.MaxTenants != 7 || b.Tenants != 0 || b.State != "active" {

@@ -393,6 +393,46 @@ type Organization struct {
 	DBServerID *int64 `json:"db_server_id"`
 }
 
+// FleetOrganization is an organization as the platform admins' fleet view
+// shows it (GET /admin/organizations/{id}), every field.
+type FleetOrganization struct {
+	Organization
+	Owner struct {
+		ID    int64  `json:"id"`
+		Email string `json:"email"`
+	} `json:"owner"`
+	// DatabaseServer is null until provisioning placed the tenant.
+	DatabaseServer *struct {
+		ID       int64  `json:"id"`
+		Name     string `json:"name"`
+		Host     string `json:"host"`
+		Port     int    `json:"port"`
+		Database string `json:"database"`
+	} `json:"database_server"`
+	ProvisioningAttempts []struct {
+		Attempt int       `json:"attempt"`
+		Step    *string   `json:"step"`
+		Error   *string   `json:"error"`
+		At      time.Time `json:"at"`
+	} `json:"provisioning_attempts"`
+}
+
+// AuditEntry is an entry of the audit log as the API shows it
+// (/admin/audit), every field.
+type AuditEntry struct {
+	ID         int64          `json:"id"`
+	At         time.Time      `json:"at"`
+	ActorType  string         `json:"actor_type"`
+	ActorID    *int64         `json:"actor_id"`
+	Action     string         `json:"action"`
+	TargetType string         `json:"target_type"`
+	TargetID   string         `json:"target_id"`
+	RequestID  *string        `json:"request_id"`
+	ClientIP   *string        `json:"client_ip"`
+	Outcome    string         `json:"outcome"`
+	Detail     map[string]any `json:"detail"`
+}
+
 // MigrationRun is a migration run as the platform admins' API shows it
 // (/admin/migrations), every field.
 type MigrationRun struct {

@@ -43,24 +43,9 @@ of later commands.`,
 				}
 				email = strings.TrimSpace(line)
 			}
-			var password string
-			switch {
-			case passwordStdin:
-				b, err := io.ReadAll(io.LimitReader(in, 4096))
-				if err != nil {
-					return err
-				}
-				password = strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r")
-			case isTerminal(a.stdin):
-				fmt.Fprint(a.stderr, "Password: ")
-				p, err := readPassword(ctx, a.stdin)
-				fmt.Fprintln(a.stderr)
-				if err != nil {
-					return err
-				}
-				password = p
-			default:
-				return usage(errors.New("no terminal to ask for the password on: pipe it in with --password-stdin"))
+			password, err := a.secret(ctx, in, passwordStdin, "password", "--password-stdin")
+			if err != nil {
+				return err
 			}
 			if err := a.client.Login(ctx, email, password); err != nil {
 				return err
@@ -87,6 +72,29 @@ of later commands.`,
 	cmd.Flags().StringVar(&email, "email", "", "the account's email (asked when not given)")
 	cmd.Flags().BoolVar(&passwordStdin, "password-stdin", false, "read the password from standard input")
 	return cmd
+}
+
+// secret reads what must not be given as a flag, which other users of the
+// machine can read (a password, an admin URL carrying one): with fromStdin
+// all of in up to its end (4 KiB at most) without the last line ending,
+// else from the terminal without echo; it is a usage error with neither.
+// flag is the option that reads standard input.
+func (a *ctl) secret(ctx context.Context, in io.Reader, fromStdin bool, what, flag string) (string, error) {
+	switch {
+	case fromStdin:
+		b, err := io.ReadAll(io.LimitReader(in, 4096))
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+	case isTerminal(a.stdin):
+		fmt.Fprint(a.stderr, strings.ToUpper(what[:1])+what[1:]+": ")
+		s, err := readPassword(ctx, a.stdin)
+		fmt.Fprintln(a.stderr)
+		return s, err
+	default:
+		return "", usage(fmt.Errorf("no terminal to ask for the %s on: pipe it in with %s", what, flag))
+	}
 }
 
 // readPassword reads a line from the terminal without echo. An interrupt

@@ -3,7 +3,7 @@
 // habits of kubectl and gh.
 //
 //	tenantctl login --email admin@example.com
-//	tenantctl orgs create Acme --owner-id 7 --wait
+//	tenantctl orgs create Acme --owner ceo@acme.example --wait
 //	tenantctl orgs list -o json | jq '.items[] | select(.status == "failed") | .id'
 //	tenantctl migrations start --canary 5 --on-error pause --wait
 //
@@ -16,8 +16,9 @@
 // found, 4 not authenticated or not allowed (130 when interrupted).
 //
 // A command group is one file: a function returning its *cobra.Command,
-// added in rootCmd, whose commands call a.client.Do or a.client.List and
-// print with a.out (and a.wait for --wait).
+// added in rootCmd, whose commands are made with a.objectCommand (one
+// request about one object) and a.listCommand (every page of a list), or
+// call a.client.Do themselves, and print with a.out (a.follow for --wait).
 package main
 
 import (
@@ -87,7 +88,7 @@ func run(ctx context.Context, args []string) int {
 func (a *ctl) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:               "tenantctl",
-		Short:             "Drive the tenantbase control plane: organizations, users, migration runs, events",
+		Short:             "Drive the tenantbase control plane: organizations, database servers, users, migration runs, audit, events",
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		PersistentPreRunE: a.setup,
@@ -97,7 +98,8 @@ func (a *ctl) rootCmd() *cobra.Command {
 	root.PersistentFlags().StringVarP(&a.output, "output", "o", "",
 		"output format, table or json (default table on a terminal, json otherwise)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usage(err) })
-	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.usersCmd(), a.migrationsCmd(), a.eventsCmd())
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.whoamiCmd(), a.orgsCmd(), a.serversCmd(), a.usersCmd(),
+		a.migrationsCmd(), a.auditCmd(), a.eventsCmd())
 	return root
 }
 
@@ -179,6 +181,17 @@ func (a *ctl) runE(fn func(ctx context.Context, args []string) error) func(*cobr
 	}
 }
 
+// failedCodes are the problems whose HTTP status would give another exit
+// code than their meaning: the request was well formed and allowed, but
+// the operation cannot be done as things stand (exit 1).
+var failedCodes = map[string]bool{
+	// 403: the owner has as many organizations as their limit allows.
+	"quota_exceeded": true,
+	// 422: the server to register does not answer, or its admin role may
+	// not create databases.
+	"db_server_unreachable": true,
+}
+
 func exitCode(err error) int {
 	var exit *exitError
 	var apiErr *api.Error
@@ -186,6 +199,9 @@ func exitCode(err error) int {
 	case errors.As(err, &exit):
 		return exit.code
 	case errors.As(err, &apiErr):
+		if failedCodes[apiErr.Code] {
+			return exitFailed
+		}
 		switch apiErr.Status {
 		case http.StatusUnauthorized, http.StatusForbidden:
 			return exitAuth
@@ -229,13 +245,76 @@ func group(name, short string, aliases ...string) *cobra.Command {
 	}
 }
 
-// idArg parses the id argument of a command.
-func idArg(what, s string) (int64, error) {
+// parseID parses an object's id: a positive integer.
+func parseID(s string) (int64, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, usage(fmt.Errorf("%s id must be a positive integer, not %q", what, s))
+		return 0, errors.New("must be a positive integer")
 	}
 	return id, nil
+}
+
+// idArg parses the id argument of a command.
+func idArg(what, s string) (int64, error) {
+	id, err := parseID(s)
+	if err != nil {
+		return 0, usage(fmt.Errorf("%s id %w, not %q", what, err, s))
+	}
+	return id, nil
+}
+
+// idFlag is a flag naming an object by its id (--owner, --server); 0 when
+// not given. A value that is no id is a usage error before any request.
+type idFlag int64
+
+func (f *idFlag) String() string {
+	if *f == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*f), 10)
+}
+
+func (f *idFlag) Set(s string) error {
+	id, err := parseID(s)
+	*f = idFlag(id)
+	return err
+}
+
+func (*idFlag) Type() string { return "ID" }
+
+// query is the query of a list request: the filters that are set, as
+// name, value pairs.
+func query(pairs ...string) url.Values {
+	q := url.Values{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		if pairs[i+1] != "" {
+			q.Set(pairs[i], pairs[i+1])
+		}
+	}
+	return q
+}
+
+// givenField is a flag whose value goes into a request's body only when
+// the command line gives it: the API's defaults are the defaults.
+type givenField struct {
+	flag, field string
+	value       any
+}
+
+// setGiven puts the fields whose flags cmd was given into body.
+func setGiven(cmd *cobra.Command, body map[string]any, fields ...givenField) {
+	for _, f := range fields {
+		if cmd.Flags().Changed(f.flag) {
+			body[f.field] = f.value
+		}
+	}
+}
+
+// call sends req and returns the API's answer as it was sent.
+func (a *ctl) call(ctx context.Context, req api.Request) (json.RawMessage, error) {
+	var obj json.RawMessage
+	err := a.client.Do(ctx, req, &obj)
+	return obj, err
 }
 
 // objectCmd is a command NAME ID about one object of the API: it sends
@@ -245,6 +324,12 @@ type objectCmd struct {
 	// what names the object in errors: "organization".
 	what    string
 	request func(id int64) api.Request
+	// args, when set, replaces "the id alone" (the id stays the first
+	// argument), and do, when set, answers instead of request: from the id
+	// and the arguments after it (users set-quota ID N), or with more than
+	// one request (orgs get).
+	args cobra.PositionalArgs
+	do   func(ctx context.Context, id int64, rest []string) (json.RawMessage, error)
 	// follow, when set, gives the command --wait (waitHelp says until
 	// when) and follows the answer until the operation ends.
 	follow   func(ctx context.Context, answer json.RawMessage) error
@@ -253,28 +338,83 @@ type objectCmd struct {
 
 func (a *ctl) objectCommand(c objectCmd) *cobra.Command {
 	var wait bool
+	args := c.args
+	if args == nil {
+		args = cobra.ExactArgs(1)
+	}
+	do := c.do
+	if do == nil {
+		do = func(ctx context.Context, id int64, _ []string) (json.RawMessage, error) {
+			return a.call(ctx, c.request(id))
+		}
+	}
 	cmd := &cobra.Command{
 		Use:   c.use,
 		Short: c.short,
-		Args:  cobra.ExactArgs(1),
+		Args:  args,
 		RunE: a.runE(func(ctx context.Context, args []string) error {
 			id, err := idArg(c.what, args[0])
 			if err != nil {
 				return err
 			}
-			var obj json.RawMessage
-			if err := a.client.Do(ctx, c.request(id), &obj); err != nil {
+			obj, err := do(ctx, id, args[1:])
+			if err != nil {
 				return err
 			}
-			if !wait {
-				return a.out.object(obj)
-			}
-			return c.follow(ctx, obj)
+			return a.answer(ctx, obj, wait, c.follow)
 		}),
 	}
 	if c.follow != nil {
 		cmd.Flags().BoolVar(&wait, "wait", false, c.waitHelp)
 	}
+	return cmd
+}
+
+// answer prints the API's answer to a command, or with wait follows the
+// operation it started until it ends.
+func (a *ctl) answer(ctx context.Context, obj json.RawMessage, wait bool, follow func(context.Context, json.RawMessage) error) error {
+	if !wait {
+		return a.out.object(obj)
+	}
+	return follow(ctx, obj)
+}
+
+// defaultChunkSize is the page size of list requests (the API's maximum).
+const defaultChunkSize = 200
+
+// listCmd is a command `list` printing every item of a list endpoint,
+// following next_cursor from page to page.
+type listCmd struct {
+	short string
+	// noun names the items in the help of --chunk-size: "users".
+	noun    string
+	columns []string
+	// request is the first page's request, made once the flags are read:
+	// the list's path and the filters given.
+	request func() api.Request
+}
+
+// listCommand makes the command; its filter flags are added to it by the
+// caller, bound to what request reads.
+func (a *ctl) listCommand(c listCmd) *cobra.Command {
+	var chunk int
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: c.short,
+		Args:  cobra.NoArgs,
+		RunE: a.runE(func(ctx context.Context, _ []string) error {
+			if chunk < 1 || chunk > defaultChunkSize {
+				return usage(fmt.Errorf("--chunk-size must be 1 to %d, not %d", defaultChunkSize, chunk))
+			}
+			req := c.request()
+			items, err := a.client.List(ctx, req.Path, req.Query, chunk)
+			if err != nil {
+				return err
+			}
+			return a.out.list(items, c.columns...)
+		}),
+	}
+	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, c.noun+" per request (1 to 200); every page is printed")
 	return cmd
 }
 

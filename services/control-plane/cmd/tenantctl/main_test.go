@@ -187,6 +187,16 @@ type orgList struct {
 	NextCursor *string               `json:"next_cursor"`
 }
 
+type serverList struct {
+	Items      []cptest.DBServer `json:"items"`
+	NextCursor *string           `json:"next_cursor"`
+}
+
+type auditList struct {
+	Items      []cptest.AuditEntry `json:"items"`
+	NextCursor *string             `json:"next_cursor"`
+}
+
 // TestUsageErrors: what the command line itself refuses exits 2 with a
 // hint, before any request; a control plane that does not answer is a
 // failure (1), and no session is exit 4.
@@ -215,6 +225,26 @@ func TestUsageErrors(t *testing.T) {
 		{"migrations", "status", "first"},
 		{"migrations", "resume"},
 		{"migrations", "pause", "1", "--wait"},
+		{"orgs", "list", "--owner", "none"},
+		{"orgs", "create", "Acme", "--owner-id", "0"},
+		{"orgs", "create", "Acme", "--owner", "a@example.com", "--owner-id", "2"},
+		{"orgs", "rotate-credentials", "1", "--wait"},
+		{"orgs", "move", "1"},
+		{"orgs", "move", "1", "--server", "0"},
+		{"servers", "add", "b"}, // no terminal to ask the admin URL on
+		{"servers", "add", "b", "--admin-url", "postgres://x", "--admin-url-stdin"},
+		{"servers", "add", "b", "--port", "high", "--admin-url-stdin"},
+		{"servers", "drain", "first"},
+		{"servers", "activate"},
+		{"users", "set-quota", "1"},
+		{"users", "set-quota", "1", "many"},
+		{"users", "set-quota", "1", "-1"},
+		{"users", "set-quota", "1", "3", "--default"},
+		{"audit", "list", "--actor", "me"},
+		{"audit", "list", "--target", "organization"},
+		{"audit", "list", "--target", "org:12"},
+		{"audit", "list", "--target", "user:"},
+		{"audit", "list", "--target", ":7"},
 	} {
 		r := c.expect(t, 2, args...)
 		if !strings.HasPrefix(r.stderr, "tenantctl: ") || !strings.Contains(r.stderr, "--help' for usage") || r.stdout != "" {

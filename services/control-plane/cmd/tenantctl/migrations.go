@@ -45,23 +45,13 @@ func (a *ctl) migrationsStart() *cobra.Command {
 			}
 			body["on_error"] = onError
 		}
-		// Only what was given is sent: the API's defaults are the defaults.
-		for _, f := range []struct {
-			flag, field string
-			value       int
-		}{{"target", "target_version", target}, {"canary", "canary", canary}, {"concurrency", "concurrency", concurrency}} {
-			if cmd.Flags().Changed(f.flag) {
-				body[f.field] = f.value
-			}
-		}
-		var run json.RawMessage
-		if err := a.client.Do(ctx, api.Post("/admin/migrations", body), &run); err != nil {
+		setGiven(cmd, body, givenField{"target", "target_version", target}, givenField{"canary", "canary", canary},
+			givenField{"concurrency", "concurrency", concurrency})
+		run, err := a.call(ctx, api.Post("/admin/migrations", body))
+		if err != nil {
 			return err
 		}
-		if !wait {
-			return a.out.object(run)
-		}
-		return a.waitRun(ctx, run)
+		return a.answer(ctx, run, wait, a.waitRun)
 	})
 	cmd.Flags().IntVar(&target, "target", 0, "the schema version to reach (default the newest)")
 	cmd.Flags().IntVar(&canary, "canary", 0, "tenants in the canary wave, 0 to 1000 (default 1)")
@@ -72,24 +62,8 @@ func (a *ctl) migrationsStart() *cobra.Command {
 }
 
 func (a *ctl) migrationsList() *cobra.Command {
-	var chunk int
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List migration runs, newest first (every page)",
-		Args:  cobra.NoArgs,
-		RunE: a.runE(func(ctx context.Context, _ []string) error {
-			if err := checkChunk(chunk); err != nil {
-				return err
-			}
-			items, err := a.client.List(ctx, "/admin/migrations", nil, chunk)
-			if err != nil {
-				return err
-			}
-			return a.out.list(items, runColumns...)
-		}),
-	}
-	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, "runs per request (1 to 200); every page is printed")
-	return cmd
+	return a.listCommand(listCmd{short: "List migration runs, newest first (every page)", noun: "runs", columns: runColumns,
+		request: func() api.Request { return api.Get("/admin/migrations", nil) }})
 }
 
 func (a *ctl) migrationsStatus() *cobra.Command {
@@ -111,9 +85,7 @@ func (a *ctl) runChange(name, short, suffix string, waitable bool) *cobra.Comman
 func runPath(id int64) string { return "/admin/migrations/" + strconv.FormatInt(id, 10) }
 
 func (a *ctl) getRun(ctx context.Context, id int64) (json.RawMessage, error) {
-	var run json.RawMessage
-	err := a.client.Do(ctx, api.Get(runPath(id), nil), &run)
-	return run, err
+	return a.call(ctx, api.Get(runPath(id), nil))
 }
 
 // Run statuses, as the API names them.

@@ -3,8 +3,9 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"net/url"
+	"net/http"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -15,9 +16,6 @@ import (
 // orgColumns are the columns of `orgs list`.
 var orgColumns = []string{"id", "name", "owner_id", "status", "schema_version", "created_at"}
 
-// defaultChunkSize is the page size of list requests (the API's maximum).
-const defaultChunkSize = 200
-
 func (a *ctl) orgsCmd() *cobra.Command {
 	cmd := group("orgs", "Organizations (tenants) and their databases", "organizations", "org")
 	cmd.AddCommand(a.orgsList(), a.orgsGet(), a.orgsCreate(),
@@ -25,75 +23,81 @@ func (a *ctl) orgsCmd() *cobra.Command {
 		a.orgChange("suspend", "Suspend a ready organization: the tenant plane refuses its requests", "POST", "/admin/organizations/%d/suspend", "", ""),
 		a.orgChange("resume", "Resume a suspended organization", "POST", "/admin/organizations/%d/resume", "", ""),
 		a.orgChange("delete", "Delete an organization with its database", "DELETE", "/organizations/%d", "deleting", "deleted"),
+		a.orgsMove(),
+		a.orgChange("rotate-credentials", "Give the tenant database's login role a new password (in the background)",
+			"POST", "/admin/organizations/%d/rotate-credentials", "", ""),
 	)
 	return cmd
 }
 
 func (a *ctl) orgsList() *cobra.Command {
-	var status string
-	var owner int64
-	var chunk int
-	cmd := &cobra.Command{
-		Use:   "list",
-		Short: "List organizations, newest first (every page)",
-		Args:  cobra.NoArgs,
-		RunE: a.runE(func(ctx context.Context, _ []string) error {
-			if err := checkChunk(chunk); err != nil {
-				return err
+	var status, text string
+	var owner idFlag
+	cmd := a.listCommand(listCmd{short: "List organizations, newest first (every page)", noun: "organizations", columns: orgColumns,
+		request: func() api.Request {
+			q := query("status", status, "owner_id", owner.String(), "q", text)
+			if owner == 0 && text == "" {
+				// Owners may list their own organizations too; only the
+				// admins' fleet list takes the other filters.
+				return api.Get("/organizations", q)
 			}
-			q := url.Values{}
-			if status != "" {
-				q.Set("status", status)
-			}
-			items, err := a.client.List(ctx, "/organizations", q, chunk)
-			if err != nil {
-				return err
-			}
-			if owner != 0 {
-				// GET /organizations has no owner filter; the admin list
-				// of the admin-operations API will take owner_id.
-				items, err = filter(items, func(o orgSummary) bool { return o.OwnerID == owner })
-				if err != nil {
-					return err
-				}
-			}
-			return a.out.list(items, orgColumns...)
-		}),
-	}
-	cmd.Flags().StringVar(&status, "status", "", "only organizations in this status (provisioning, ready, failed, suspended, deleting, deleted)")
-	cmd.Flags().Int64Var(&owner, "owner", 0, "only organizations of this owner (user id)")
-	cmd.Flags().IntVar(&chunk, "chunk-size", defaultChunkSize, "organizations per request (1 to 200); every page is printed")
+			return api.Get("/admin/organizations", q)
+		}})
+	cmd.Flags().StringVar(&status, "status", "", "only organizations in this status (provisioning, ready, moving, failed, suspended, deleting, deleted)")
+	cmd.Flags().Var(&owner, "owner", "only organizations of this owner (user id; platform admins)")
+	cmd.Flags().StringVar(&text, "q", "", "only organizations whose name contains this text, ignoring case (platform admins)")
 	return cmd
 }
 
 func (a *ctl) orgsGet() *cobra.Command {
-	return a.objectCommand(objectCmd{use: "get ID", short: "Show one organization and its provisioning state", what: "organization",
-		request: func(id int64) api.Request { return api.Get(orgPath(id), nil) }})
+	return a.objectCommand(objectCmd{use: "get ID", what: "organization",
+		short: "Show one organization; to platform admins with its owner, database server and provisioning attempts",
+		do: func(ctx context.Context, id int64, _ []string) (json.RawMessage, error) {
+			org, err := a.call(ctx, api.Get("/admin"+orgPath(id), nil))
+			var apiErr *api.Error
+			if errors.As(err, &apiErr) && apiErr.Status == http.StatusForbidden && apiErr.Code == "admin_required" {
+				// An owner: the organization as owners see it.
+				return a.getOrg(ctx, id)
+			}
+			return org, err
+		}})
 }
 
 func (a *ctl) orgsCreate() *cobra.Command {
-	var ownerID int64
+	var ownerEmail string
+	var ownerID idFlag
 	var wait bool
 	cmd := &cobra.Command{
 		Use:   "create NAME",
 		Short: "Create an organization; its database is provisioned in the background",
-		Args:  cobra.ExactArgs(1),
-		RunE: a.runE(func(ctx context.Context, args []string) error {
-			body := map[string]any{"name": args[0]}
-			if ownerID != 0 {
-				body["owner_id"] = ownerID
-			}
-			var org json.RawMessage
-			if err := a.client.Do(ctx, api.Post("/organizations", body), &org); err != nil {
-				return err
-			}
-			if !wait {
-				return a.out.object(org)
-			}
-			return a.waitOrg(ctx, org, "provisioning", "ready")
-		}),
+		Long: `Create an organization; its database is provisioned in the background.
+
+Without --owner or --owner-id it is your own (you must be a verified owner).
+--owner EMAIL onboards it for a customer (platform admins): a known user
+becomes its owner, an unknown email gets an account and an invitation mail.
+--owner-id ID creates it for a verified owner who exists already, and
+refuses anyone else.`,
+		Args: cobra.ExactArgs(1),
 	}
-	cmd.Flags().Int64Var(&ownerID, "owner-id", 0, "create it for this verified owner (user id) instead of yourself")
+	cmd.RunE = a.runE(func(ctx context.Context, args []string) error {
+		req := api.Post("/organizations", map[string]any{"name": args[0]})
+		switch {
+		case cmd.Flags().Changed("owner"):
+			req = api.Post("/admin/organizations", map[string]any{"name": args[0], "owner_email": ownerEmail})
+		case ownerID != 0:
+			req = api.Post("/organizations", map[string]any{"name": args[0], "owner_id": int64(ownerID)})
+		}
+		org, err := a.call(ctx, req)
+		if err != nil {
+			return err
+		}
+		return a.answer(ctx, org, wait, func(ctx context.Context, org json.RawMessage) error {
+			return a.waitOrg(ctx, org, "provisioning", endsIn("ready"))
+		})
+	})
+	cmd.Flags().StringVar(&ownerEmail, "owner", "", "onboard it for the owner with this email, inviting an unknown one (platform admins)")
+	cmd.Flags().Var(&ownerID, "owner-id", "create it for this verified owner (user id) instead of yourself (platform admins)")
+	cmd.MarkFlagsMutuallyExclusive("owner", "owner-id")
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until it is ready or failed, showing progress")
 	return cmd
 }
@@ -106,74 +110,101 @@ func (a *ctl) orgChange(name, short, method, pathFormat, pending, ok string) *co
 	c := objectCmd{use: name + " ID", short: short, what: "organization",
 		request: func(id int64) api.Request { return api.Request{Method: method, Path: fmt.Sprintf(pathFormat, id)} }}
 	if pending != "" {
-		c.follow = func(ctx context.Context, org json.RawMessage) error { return a.waitOrg(ctx, org, pending, ok) }
+		c.follow = func(ctx context.Context, org json.RawMessage) error { return a.waitOrg(ctx, org, pending, endsIn(ok)) }
 		c.waitHelp = "wait until it is " + ok + ", showing progress"
 	}
 	return a.objectCommand(c)
+}
+
+func (a *ctl) orgsMove() *cobra.Command {
+	var server idFlag
+	cmd := a.objectCommand(objectCmd{use: "move ID --server ID", what: "organization",
+		short: "Move a ready organization's database to another database server (reads go on, writes wait)",
+		request: func(id int64) api.Request {
+			return api.Post("/admin"+orgPath(id)+"/move", map[string]int64{"db_server_id": int64(server)})
+		},
+		follow: func(ctx context.Context, org json.RawMessage) error {
+			return a.waitOrg(ctx, org, "moving", movedTo(int64(server)))
+		},
+		waitHelp: "wait until the move ends, showing progress: exit 0 on the target server, 1 when it rolled back"})
+	cmd.Flags().Var(&server, "server", "the database server to move it to (an id of tenantctl servers list)")
+	_ = cmd.MarkFlagRequired("server")
+	return cmd
 }
 
 // orgSummary is what tenantctl itself reads of an organization.
 type orgSummary struct {
 	ID           int64   `json:"id"`
 	Name         string  `json:"name"`
-	OwnerID      int64   `json:"owner_id"`
 	Status       string  `json:"status"`
 	StatusDetail *string `json:"status_detail"`
+	// DBServerID is shown to platform admins only.
+	DBServerID *int64 `json:"db_server_id"`
+}
+
+// state is the organization's status with its detail, if any.
+func (o orgSummary) state() string {
+	if o.StatusDetail == nil {
+		return o.Status
+	}
+	return o.Status + ": " + *o.StatusDetail
 }
 
 func orgPath(id int64) string { return "/organizations/" + strconv.FormatInt(id, 10) }
 
 func (a *ctl) getOrg(ctx context.Context, id int64) (json.RawMessage, error) {
-	var org json.RawMessage
-	err := a.client.Do(ctx, api.Get(orgPath(id), nil), &org)
-	return org, err
+	return a.call(ctx, api.Get(orgPath(id), nil))
 }
 
-// waitOrg follows the organization while its status is pending; it
-// succeeds if the status it ends in is ok.
-func (a *ctl) waitOrg(ctx context.Context, org json.RawMessage, pending, ok string) error {
+// outcome says why an organization whose operation ended did not end as
+// wanted; "" when it did.
+type outcome func(orgSummary) string
+
+// endsIn is the outcome of an operation that succeeds when the
+// organization ends in status.
+func endsIn(status string) outcome {
+	return func(o orgSummary) string {
+		if o.Status == status {
+			return ""
+		}
+		return o.state()
+	}
+}
+
+// movedTo is the outcome of a move to server: ready there. A move that
+// failed leaves the organization ready where it was, the reason in its
+// status_detail.
+func movedTo(server int64) outcome {
+	return func(o orgSummary) string {
+		switch {
+		case o.Status == "ready" && o.DBServerID != nil && *o.DBServerID == server:
+			return ""
+		case o.Status == "ready" && o.StatusDetail != nil:
+			return "the move was rolled back: " + *o.StatusDetail
+		default:
+			return o.state()
+		}
+	}
+}
+
+// waitOrg follows the organization while its status is pending; done
+// says whether the status it ends in is a success.
+func (a *ctl) waitOrg(ctx context.Context, org json.RawMessage, pending string, done outcome) error {
 	var o orgSummary
 	if err := json.Unmarshal(org, &o); err != nil {
 		return err
 	}
 	return a.follow(ctx, fmt.Sprintf("organization %d (%s)", o.ID, o.Name), org,
 		func(ctx context.Context) (json.RawMessage, error) { return a.getOrg(ctx, o.ID) },
-		func(org json.RawMessage) (progress, error) { return orgProgress(org, pending, ok) })
-}
-
-func orgProgress(org json.RawMessage, pending, ok string) (progress, error) {
-	var o orgSummary
-	if err := json.Unmarshal(org, &o); err != nil {
-		return progress{}, err
-	}
-	p := progress{Object: org, Status: o.Status, Ended: o.Status != pending}
-	if p.Ended && o.Status != ok {
-		p.Failure = o.Status
-		if o.StatusDetail != nil {
-			p.Failure += ": " + *o.StatusDetail
-		}
-	}
-	return p, nil
-}
-
-// filter keeps the items for which keep holds, decoded as T.
-func filter[T any](items []json.RawMessage, keep func(T) bool) ([]json.RawMessage, error) {
-	out := []json.RawMessage{}
-	for _, raw := range items {
-		var v T
-		if err := json.Unmarshal(raw, &v); err != nil {
-			return nil, err
-		}
-		if keep(v) {
-			out = append(out, raw)
-		}
-	}
-	return out, nil
-}
-
-func checkChunk(n int) error {
-	if n < 1 || n > defaultChunkSize {
-		return usage(fmt.Errorf("--chunk-size must be 1 to %d, not %d", defaultChunkSize, n))
-	}
-	return nil
+		func(org json.RawMessage) (progress, error) {
+			var o orgSummary
+			if err := json.Unmarshal(org, &o); err != nil {
+				return progress{}, err
+			}
+			p := progress{Object: org, Status: o.Status, Ended: o.Status != pending}
+			if p.Ended {
+				p.Failure = done(o)
+			}
+			return p, nil
+		})
 }

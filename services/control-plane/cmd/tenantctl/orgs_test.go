@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
 	"tenantbase/services/control-plane/cptest"
 )
@@ -61,18 +63,7 @@ func TestOrgs(t *testing.T) {
 	if list.Items[1].Status != "ready" || list.Items[1].Name != "Acme" {
 		t.Fatalf("orgs list: %+v", list.Items[1])
 	}
-	admin.json(t, &list, "orgs", "list", "--status", "provisioning")
-	if len(list.Items) != 0 || list.Items == nil {
-		t.Fatalf("orgs list --status provisioning: %+v, want an empty items array", list)
-	}
-	admin.json(t, &list, "orgs", "list", "--owner", itoa(owner.ID), "--status", "ready")
-	if len(list.Items) != 2 {
-		t.Fatalf("orgs list --owner: %+v, want both", list)
-	}
-	admin.json(t, &list, "orgs", "list", "--owner", "424242")
-	if len(list.Items) != 0 {
-		t.Fatalf("orgs list --owner of nobody: %+v", list)
-	}
+	expectOrgs(t, admin, nil, "--status", "provisioning")
 	expectProblem(t, admin.expect(t, 2, "orgs", "list", "--status", "sleeping"), 2, "validation_failed")
 	table := admin.expect(t, 0, "orgs", "list", "-o", "table").stdout
 	lines := strings.Split(strings.TrimSpace(table), "\n")
@@ -81,12 +72,54 @@ func TestOrgs(t *testing.T) {
 		t.Fatalf("orgs list as a table:\n%s", table)
 	}
 
-	var got cptest.Organization
-	admin.json(t, &got, "orgs", "get", itoa(acme.ID))
-	if got.ID != acme.ID || got.Status != "ready" || got.Name != "Acme" {
-		t.Fatalf("orgs get: %+v", got)
+	// Onboarding: --owner EMAIL makes a known user the owner and invites
+	// an unknown email, whose account waits unverified.
+	var initech, hooli cptest.Organization
+	admin.json(t, &initech, "orgs", "create", "Initech", "--owner", owner.Email, "--wait")
+	if initech.Status != "ready" || initech.Name != "Initech" || initech.OwnerID != owner.ID {
+		t.Fatalf("create --owner of a known user printed %+v", initech)
+	}
+	admin.json(t, &hooli, "orgs", "create", "Hooli", "--owner", "newcomer@example.com", "--wait")
+	if hooli.Status != "ready" || hooli.OwnerID == owner.ID {
+		t.Fatalf("create --owner of an unknown email printed %+v", hooli)
+	}
+	var users userList
+	admin.json(t, &users, "users", "list", "--email", "newcomer@")
+	if len(users.Items) != 1 || users.Items[0].ID != hooli.OwnerID || users.Items[0].IsVerified || !users.Items[0].IsOwner {
+		t.Fatalf("the invited owner: %+v", users)
+	}
+	r = admin.expect(t, 2, "orgs", "create", "Nameless", "--owner", "")
+	if !strings.Contains(r.stderr, "\n  owner_email: ") {
+		t.Fatalf("create --owner '': want the owner_email field refused, got %s", r)
+	}
+
+	// The filters of the admins' fleet list.
+	expectOrgs(t, admin, []int64{initech.ID, globex.ID, acme.ID}, "--owner", itoa(owner.ID))
+	expectOrgs(t, admin, []int64{hooli.ID}, "--owner", itoa(hooli.OwnerID), "--status", "ready")
+	expectOrgs(t, admin, nil, "--owner", itoa(owner.ID), "--status", "failed")
+	expectOrgs(t, admin, nil, "--owner", "424242")
+	expectOrgs(t, admin, []int64{globex.ID}, "--q", "GLOB")
+	expectOrgs(t, admin, []int64{hooli.ID, globex.ID}, "--q", "o", "--status", "ready", "--chunk-size", "1")
+	r = admin.expect(t, 2, "orgs", "list", "--q", strings.Repeat("x", 101))
+	if expectProblem(t, r, 2, "validation_failed"); !strings.Contains(r.stderr, "\n  q: ") {
+		t.Fatalf("a name search too long names q: %s", r)
+	}
+
+	// Admins see the fleet view: owner, database server, attempts.
+	var fleet cptest.FleetOrganization
+	admin.json(t, &fleet, "orgs", "get", itoa(acme.ID))
+	if fleet.ID != acme.ID || fleet.Status != "ready" || fleet.Name != "Acme" || fleet.Owner.ID != owner.ID || fleet.Owner.Email != owner.Email ||
+		fleet.DBServerID == nil || fleet.DatabaseServer == nil || fleet.DatabaseServer.ID != *fleet.DBServerID || fleet.DatabaseServer.Database == "" ||
+		len(fleet.ProvisioningAttempts) == 0 || fleet.ProvisioningAttempts[0].Error != nil {
+		t.Fatalf("orgs get as an admin: %+v", fleet)
+	}
+	table = admin.expect(t, 0, "orgs", "get", itoa(acme.ID), "-o", "table").stdout
+	if !strings.Contains(table, "\nowner.email ") || !strings.Contains(table, "\ndatabase_server.name ") {
+		t.Fatalf("orgs get as a table, nested objects as lines of their own:\n%s", table)
 	}
 	expectProblem(t, admin.expect(t, 3, "orgs", "get", "999999"), 3, "organization_not_found")
+
+	var got cptest.Organization
 
 	admin.json(t, &got, "orgs", "suspend", itoa(acme.ID))
 	if got.Status != "suspended" {
@@ -98,6 +131,16 @@ func TestOrgs(t *testing.T) {
 		t.Fatalf("orgs resume: %+v", got)
 	}
 	expectProblem(t, admin.expect(t, 1, "orgs", "retry", itoa(acme.ID)), 1, "invalid_status")
+
+	// rotate-credentials answers at once; the new password follows.
+	old := cp.Tenant(t, acme.ID).Database.Password.Reveal()
+	admin.json(t, &got, "orgs", "rotate-credentials", itoa(acme.ID))
+	if got.ID != acme.ID || got.Status != "ready" {
+		t.Fatalf("rotate-credentials: %+v", got)
+	}
+	testenv.Eventually(t, time.Minute, func() bool { return cp.Tenant(t, acme.ID).Database.Password.Reveal() != old },
+		"the tenant database's new password")
+	expectProblem(t, admin.expect(t, 3, "orgs", "rotate-credentials", "999999"), 3, "organization_not_found")
 
 	// Provisioning that ends failed: exit 1, the failed organization still
 	// printed, and the reason on stderr.
@@ -118,11 +161,17 @@ func TestOrgs(t *testing.T) {
 	// input is a usage error naming the field.
 	oc := newCLI(t, cp.PublicURL)
 	oc.login(t, owner.Email, owner.Password)
-	oc.json(t, &list, "orgs", "list")
-	if len(list.Items) != 3 {
-		t.Fatalf("the owner's orgs list: %+v", list)
+	expectOrgs(t, oc, []int64{doomed.ID, initech.ID, globex.ID, acme.ID})
+	expectOrgs(t, oc, nil, "--status", "failed")
+	expectProblem(t, oc.expect(t, 4, "orgs", "list", "--q", "Acme"), 4, "admin_required")
+	// An owner sees their organization as owners do.
+	r = oc.json(t, &got, "orgs", "get", itoa(acme.ID))
+	if got.ID != acme.ID || strings.Contains(r.stdout, "db_server_id") || strings.Contains(r.stdout, "provisioning_attempts") {
+		t.Fatalf("orgs get as the owner: want the owner's view, got %s", r)
 	}
+	expectProblem(t, oc.expect(t, 3, "orgs", "get", itoa(hooli.ID)), 3, "organization_not_found")
 	expectProblem(t, oc.expect(t, 4, "orgs", "suspend", itoa(acme.ID)), 4, "admin_required")
+	expectProblem(t, oc.expect(t, 4, "orgs", "rotate-credentials", itoa(acme.ID)), 4, "admin_required")
 	r = oc.expect(t, 2, "orgs", "create", "   ")
 	expectProblem(t, r, 2, "validation_failed")
 	if !strings.Contains(r.stderr, "\n  name: ") {
@@ -135,4 +184,20 @@ func TestOrgs(t *testing.T) {
 		t.Fatalf("delete --wait: %+v", got)
 	}
 	expectProblem(t, admin.expect(t, 1, "orgs", "delete", itoa(globex.ID)), 1, "invalid_status")
+	expectProblem(t, admin.expect(t, 1, "orgs", "rotate-credentials", itoa(globex.ID)), 1, "invalid_status")
+}
+
+// expectOrgs runs orgs list with args and checks the ids it prints, in
+// order, from one page holding them all.
+func expectOrgs(t *testing.T, c *cli, want []int64, args ...string) {
+	t.Helper()
+	var list orgList
+	c.json(t, &list, append([]string{"orgs", "list"}, args...)...)
+	var ids []int64
+	for _, o := range list.Items {
+		ids = append(ids, o.ID)
+	}
+	if !slices.Equal(ids, want) || list.Items == nil || list.NextCursor != nil {
+		t.Fatalf("orgs list %s: %v (%+v), want %v", strings.Join(args, " "), ids, list, want)
+	}
 }

@@ -52,4 +52,34 @@ func TestUsers(t *testing.T) {
 	// The last admin stays one; unknown users are not found.
 	expectProblem(t, admin.expect(t, 1, "users", "demote", itoa(adminID)), 1, "last_admin")
 	expectProblem(t, admin.expect(t, 3, "users", "promote", "999999"), 3, "user_not_found")
+
+	// A quota of one: the owner's second organization is refused, by their
+	// own create and by onboarding alike, with exit 1 (not 4: nothing is
+	// wrong with who asks).
+	admin.json(t, &u, "users", "set-quota", itoa(owner.ID), "1")
+	if u.ID != owner.ID || u.MaxOrganizations == nil || *u.MaxOrganizations != 1 {
+		t.Fatalf("set-quota 1: %+v", u)
+	}
+	var org cptest.Organization
+	oc.json(t, &org, "orgs", "create", "First", "--wait")
+	r := oc.expect(t, 1, "orgs", "create", "Second")
+	expectProblem(t, r, 1, "quota_exceeded")
+	if r.stdout != "" {
+		t.Fatalf("a refused create printed %q", r.stdout)
+	}
+	expectProblem(t, admin.expect(t, 1, "orgs", "create", "Second", "--owner", owner.Email), 1, "quota_exceeded")
+	admin.json(t, &u, "users", "set-quota", itoa(owner.ID), "--default")
+	if u.MaxOrganizations != nil {
+		t.Fatalf("set-quota --default: %+v, want max_organizations null", u)
+	}
+	oc.json(t, &org, "orgs", "create", "Second", "--wait")
+	if org.Status != "ready" || org.OwnerID != owner.ID {
+		t.Fatalf("create under the default quota: %+v", org)
+	}
+	r = admin.expect(t, 2, "users", "set-quota", itoa(owner.ID), "100001")
+	if expectProblem(t, r, 2, "validation_failed"); !strings.Contains(r.stderr, "\n  max_organizations: ") {
+		t.Fatalf("a quota over the limit names the field: %s", r)
+	}
+	expectProblem(t, admin.expect(t, 3, "users", "set-quota", "999999", "3"), 3, "user_not_found")
+	expectProblem(t, oc.expect(t, 4, "users", "set-quota", itoa(owner.ID), "50"), 4, "admin_required")
 }
