@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,17 +105,6 @@ func (f *fixture) failAt(step string) {
 		}
 		return nil
 	})
-}
-
-// asRole is dsn logging in as role (the test server trusts local logins).
-func asRole(t *testing.T, dsn, role string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.User = url.User(role)
-	return u.String()
 }
 
 func (f *fixture) create(t *testing.T) organizations.Organization {
