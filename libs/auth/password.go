@@ -10,6 +10,7 @@ import (
 	"net/mail"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -97,12 +98,17 @@ var ErrBusy = errors.New("too many logins at once; try again in a moment")
 // Passwords hashes and checks passwords with bcrypt at a fixed cost, at
 // most as many at once as the machine has cores (a bcrypt hash is pure
 // CPU: more at once only makes each slower). Callers beyond that wait up
-// to the queue wait for their turn, then get ErrBusy.
+// to the queue wait for their turn, then get ErrBusy; a caller that would
+// find more waiting ahead of it than the slots can hash within the queue
+// wait gets ErrBusy at once, so a burst is shed in microseconds instead of
+// holding every refused login for the whole wait.
 type Passwords struct {
-	cost  int
-	dummy []byte
-	slots *semaphore.Weighted
-	wait  time.Duration
+	cost       int
+	dummy      []byte
+	slots      *semaphore.Weighted
+	wait       time.Duration
+	waiting    atomic.Int64
+	maxWaiting int64
 }
 
 // PasswordOptions bound the work of Passwords.
@@ -111,6 +117,10 @@ type PasswordOptions struct {
 	Concurrency int
 	// QueueWait is how long a caller waits for its turn (0: 2 s).
 	QueueWait time.Duration
+	// MaxWaiting is how many callers may wait for a turn (0: as many as
+	// the slots can hash within QueueWait, from the time one hash took
+	// when NewPasswords made its dummy hash; at least one per slot).
+	MaxWaiting int
 }
 
 // NewPasswords precomputes a dummy hash at the same cost, so a login for an
@@ -119,10 +129,12 @@ func NewPasswords(cost int, o PasswordOptions) (*Passwords, error) {
 	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
 		return nil, errors.New("auth: bcrypt cost out of range")
 	}
+	began := time.Now()
 	dummy, err := bcrypt.GenerateFromPassword([]byte("dummy-password-for-timing"), cost)
 	if err != nil {
 		return nil, err
 	}
+	took := max(time.Since(began), time.Microsecond)
 	n := o.Concurrency
 	if n <= 0 {
 		n = runtime.GOMAXPROCS(0)
@@ -131,11 +143,24 @@ func NewPasswords(cost int, o PasswordOptions) (*Passwords, error) {
 	if wait <= 0 {
 		wait = 2 * time.Second
 	}
-	return &Passwords{cost: cost, dummy: dummy, slots: semaphore.NewWeighted(int64(n)), wait: wait}, nil
+	maxWaiting := int64(o.MaxWaiting)
+	if maxWaiting <= 0 {
+		maxWaiting = max(int64(n), int64(n)*int64(wait/took))
+	}
+	return &Passwords{cost: cost, dummy: dummy, slots: semaphore.NewWeighted(int64(n)), wait: wait, maxWaiting: maxWaiting}, nil
 }
 
 // turn waits for a free slot, at most the queue wait; release gives it back.
 func (p *Passwords) turn(ctx context.Context) (release func(), err error) {
+	release = func() { p.slots.Release(1) }
+	if p.slots.TryAcquire(1) {
+		return release, nil
+	}
+	if p.waiting.Add(1) > p.maxWaiting {
+		p.waiting.Add(-1)
+		return nil, ErrBusy
+	}
+	defer p.waiting.Add(-1)
 	wctx, cancel := context.WithTimeout(ctx, p.wait)
 	defer cancel()
 	if err := p.slots.Acquire(wctx, 1); err != nil {
@@ -144,7 +169,7 @@ func (p *Passwords) turn(ctx context.Context) (release func(), err error) {
 		}
 		return nil, ErrBusy
 	}
-	return func() { p.slots.Release(1) }, nil
+	return release, nil
 }
 
 // Hash returns the bcrypt hash of pw.

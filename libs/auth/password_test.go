@@ -166,3 +166,50 @@ func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
 		t.Fatalf("%d answered, %d refused as busy; want both, %d in all", answered, busy, burst)
 	}
 }
+
+// TestPasswordsRefuseAtOnceBeyondTheQueue lets one hash run and two
+// callers wait, each as long as it takes: of a burst, those three are
+// answered, and every other caller is refused with ErrBusy before the
+// first hash has finished, rather than after waiting for a turn.
+func TestPasswordsRefuseAtOnceBeyondTheQueue(t *testing.T) {
+	pw, err := auth.NewPasswords(12, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Minute, MaxWaiting: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := pw.Hash(context.Background(), "correct-horse-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const burst = 20
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var answered, busy, busyAfterAnAnswer int
+	start := make(chan struct{})
+	for range burst {
+		wg.Go(func() {
+			<-start
+			ok, err := pw.Verify(context.Background(), hash, "correct-horse-1")
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, auth.ErrBusy):
+				busy++
+				if answered > 0 {
+					busyAfterAnAnswer++
+				}
+			case err == nil && ok:
+				answered++
+			default:
+				t.Errorf("Verify = %v, %v", ok, err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if answered < 3 || busy < 1 || answered+busy != burst {
+		t.Fatalf("%d answered, %d refused as busy; want at least the 3 that had a turn or a place in the queue, %d in all", answered, busy, burst)
+	}
+	if busyAfterAnAnswer > 0 {
+		t.Errorf("%d callers were refused only after a hash had finished; a full queue refuses at once", busyAfterAnAnswer)
+	}
+}
