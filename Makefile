@@ -13,6 +13,9 @@ GOFLAGS ?=
 export GOFLAGS
 
 TEST_TIMEOUT ?= 15m
+# Tenants of `make load`.
+TENANTS ?= 1000
+BENCH_FLAGS ?=
 # Tests that own their servers run side by side; most of their time is
 # spent waiting on Postgres and NATS, not on the two cores.
 TEST_PARALLEL ?= 8
@@ -30,7 +33,7 @@ TEST_SETUP = $(need-modules); \
 	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn" NGINX_BIN="$$nginx"
 
 .DEFAULT_GOAL := help
-.PHONY: help lint test test-race fuzz run build fmt vet bench subscribe
+.PHONY: help lint test test-race fuzz run build fmt vet bench load subscribe
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -109,11 +112,11 @@ vet: ## go vet every module
 		(cd $$m && go vet ./...) || { echo "FAILED: go vet in $$m"; exit 1; }; \
 	done
 
-bench: ## Print the performance figures: provisioning latency, fleet migration runs and GET /profile throughput (see docs/performance.md)
-	@dsn=$$(go run ./libs/cmd/ensurepg) || exit 1; \
-	export DATABASE_URL="$$dsn" TEST_DATABASE_URL="$$dsn"; \
-	(cd services/control-plane && go test ./app -run '^$$' -bench 'Provisioning|FleetMigrations' -benchtime 1x -timeout 40m -v) && \
-	(cd services/tenant-plane && go test ./app -run '^$$' -bench Profile -benchtime 20000x -v)
+bench: ## Run every scenario of docs/performance.md beside its reference and print one table (BENCH_FLAGS, e.g. -only p1,p3)
+	go run ./deploy/cmd/bench $(BENCH_FLAGS)
+
+load: ## Build a fleet of TENANTS (default 1000) tenants and serve it: errors, tenant-plane memory, fleet migration runs
+	go run ./deploy/cmd/bench -only p5 -tenants $(TENANTS)
 
 subscribe: ## Print each tenant.created event (durable consumer on TENANT_EVENTS at NATS_URL)
 	go run ./services/control-plane/cmd/tenant-events
