@@ -123,7 +123,6 @@ func (k *Keys) Parse(token, audience string, claims jwt.Claims) error {
 		jwt.WithLeeway(5 * time.Second),
 		jwt.WithTimeFunc(k.now),
 	}
-	p := jwt.NewParser(opts...)
 	digest := sha256.Sum256([]byte(token))
 	dst := reflect.ValueOf(claims)
 	if seen, ok := k.verified.Get(digest); ok && seen.Type() == dst.Type() && dst.Kind() == reflect.Pointer {
@@ -136,7 +135,7 @@ func (k *Keys) Parse(token, audience string, claims jwt.Claims) error {
 		}
 		return nil
 	}
-	_, err := p.ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
+	_, err := jwt.NewParser(opts...).ParseWithClaims(token, claims, func(t *jwt.Token) (any, error) {
 		kid, _ := t.Header["kid"].(string)
 		pub, ok := k.public[kid]
 		if !ok {
