@@ -85,11 +85,11 @@ func observe(m *Metrics) echo.MiddlewareFunc {
 				m.observe(c, time.Since(start))
 			}
 			logctx.Line(c.Request().Context(), slog.Default(), slog.LevelInfo, "request",
-				"method", c.Request().Method,
-				"path", c.Request().URL.Path,
-				"route", c.Path(),
-				"status", c.Response().Status,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000,
+				slog.String("method", c.Request().Method),
+				slog.String("path", c.Request().URL.Path),
+				slog.String("route", c.Path()),
+				slog.Int("status", c.Response().Status),
+				slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000),
 			)
 			return nil
 		}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"time"
 )
 
 type key struct{}
@@ -56,17 +57,24 @@ func From(ctx context.Context, fallback *slog.Logger) *slog.Logger {
 	return s.built
 }
 
-// Line logs msg at level with the added attributes and args, without
-// building a logger: for the one line every request writes.
-func Line(ctx context.Context, fallback *slog.Logger, level slog.Level, msg string, args ...any) {
+// Line logs msg at level with the added attributes and attrs, without
+// building a logger: for the one line every request writes. It hands one
+// record straight to the handler, without the caller's source position
+// (which the JSON handler leaves out anyway).
+func Line(ctx context.Context, fallback *slog.Logger, level slog.Level, msg string, attrs ...slog.Attr) {
 	s, ok := ctx.Value(key{}).(*scope)
 	if !ok {
-		fallback.Log(ctx, level, msg, args...)
+		fallback.LogAttrs(ctx, level, msg, attrs...)
 		return
 	}
+	h := s.base.Handler()
+	if !h.Enabled(ctx, level) {
+		return
+	}
+	r := slog.NewRecord(time.Now(), level, msg, 0)
 	s.mu.Lock()
-	all := append(append(make([]any, 0, len(s.attrs)+len(args)), s.attrs...), args...)
-	base := s.base
+	r.Add(s.attrs...)
 	s.mu.Unlock()
-	base.Log(ctx, level, msg, all...)
+	r.AddAttrs(attrs...)
+	_ = h.Handle(ctx, r)
 }

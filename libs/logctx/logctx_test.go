@@ -17,7 +17,7 @@ func TestAttributesFollowTheRequest(t *testing.T) {
 	logctx.Add(ctx, "tenant_id", 7)
 	logctx.From(ctx, nil).Info("from")
 	logctx.Add(ctx, "user_id", "42")
-	logctx.Line(ctx, nil, slog.LevelInfo, "line", "status", 200)
+	logctx.Line(ctx, nil, slog.LevelInfo, "line", slog.Int("status", 200))
 	if logctx.Add(context.Background(), "x", 1) {
 		t.Fatal("Add to a context without a logger succeeded")
 	}

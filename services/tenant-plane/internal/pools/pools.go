@@ -328,21 +328,26 @@ func (m *Manager) acquire(ctx context.Context, t Target, deadline time.Time) (c 
 	m.provideLocked(p, now)
 	m.mu.Unlock()
 
-	timeout := time.NewTimer(time.Until(deadline))
-	defer timeout.Stop()
-	grow := time.NewTimer(m.growAfter)
-	defer grow.Stop()
+	// One timer: first when the wait asks the pool to grow, then at the
+	// deadline (most waits end before either).
+	grown := false
+	timer := time.NewTimer(min(m.growAfter, time.Until(deadline)))
+	defer timer.Stop()
 	for {
 		select {
 		case g := <-w.ch:
 			return g.conn, false, g.err
-		case <-grow.C:
-			m.mu.Lock()
-			if !w.done {
-				m.provideLocked(p, time.Now())
+		case <-timer.C:
+			if !grown && time.Now().Before(deadline) {
+				grown = true
+				m.mu.Lock()
+				if !w.done {
+					m.provideLocked(p, time.Now())
+				}
+				m.mu.Unlock()
+				timer.Reset(time.Until(deadline))
+				continue
 			}
-			m.mu.Unlock()
-		case <-timeout.C:
 			if g, ok := m.abandon(p, w); ok {
 				return g.conn, false, g.err
 			}
