@@ -230,7 +230,7 @@ type connectionSampler struct {
 	err  error
 }
 
-func (s *stack) sampleConnections(ctx context.Context) *connectionSampler {
+func (s *stack) sampleConnections(ctx context.Context, databases string) *connectionSampler {
 	c := &connectionSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
@@ -242,7 +242,7 @@ func (s *stack) sampleConnections(ctx context.Context) *connectionSampler {
 		defer conn.Close(context.Background())
 		for {
 			var n int
-			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE 'tenant\_%'`).Scan(&n); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1`, databases).Scan(&n); err != nil {
 				c.err = err
 				return
 			}

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,6 +55,9 @@ type loadOptions struct {
 	request func(i int) *http.Request
 	// server, when set, is the process whose CPU time is measured.
 	server *proc
+	// retryAfter makes each client wait as long as an answer's
+	// Retry-After asks before its next request, as a polite client does.
+	retryAfter bool
 }
 
 var loadTransport = &http.Transport{MaxIdleConnsPerHost: 256, MaxIdleConns: 1024, IdleConnTimeout: time.Minute}
@@ -88,14 +92,24 @@ func load(ctx context.Context, o loadOptions) result {
 				req := o.request(int(next.Add(1) - 1)).WithContext(ctx)
 				began := time.Now()
 				status := 0
+				var wait time.Duration
 				if r, err := client.Do(req); err == nil {
 					io.Copy(io.Discard, r.Body)
 					r.Body.Close()
 					status = r.StatusCode
+					if s, err := strconv.Atoi(r.Header.Get("Retry-After")); err == nil && o.retryAfter {
+						wait = time.Duration(s) * time.Second
+					}
 				}
 				if counting.Load() {
 					lat = append(lat, time.Since(began))
 					statuses[status]++
+				}
+				if wait > 0 {
+					select {
+					case <-stop:
+					case <-time.After(wait):
+					}
 				}
 			}
 		})

@@ -148,10 +148,14 @@ func (b *bench) oneTenant(ctx context.Context) error {
 		return err
 	}
 	defer bare.stop()
+	cfg, err := pgx.ParseConfig(t.DSN)
+	if err != nil {
+		return err
+	}
 	var bares, planes []result
 	var barePeak, planePeak int
 	for range b.o.rounds {
-		sampler := b.stack.sampleConnections(ctx)
+		sampler := b.stack.sampleConnections(ctx, cfg.Database)
 		bares = append(bares, load(ctx, loadOptions{clients: b.o.clients, warmup: time.Second, duration: b.o.duration, server: bare,
 			request: func(int) *http.Request { return profileRequest(bare.public, t) }}))
 		n, err := sampler.finish()
@@ -159,7 +163,7 @@ func (b *bench) oneTenant(ctx context.Context) error {
 			return err
 		}
 		barePeak = max(barePeak, n)
-		sampler = b.stack.sampleConnections(ctx)
+		sampler = b.stack.sampleConnections(ctx, cfg.Database)
 		planes = append(planes, load(ctx, loadOptions{clients: b.o.clients, warmup: time.Second, duration: b.o.duration, server: b.stack.tp,
 			request: func(int) *http.Request { return profileRequest(b.stack.tp.public, t) }}))
 		if n, err = sampler.finish(); err != nil {
@@ -272,7 +276,7 @@ func (b *bench) manyTenants(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sampler := s.sampleConnections(ctx)
+	sampler := s.sampleConnections(ctx, `tenant\_%`)
 	r := load(ctx, loadOptions{clients: b.o.clients, duration: b.o.duration, request: planeReq, server: s.tp})
 	peak, err := sampler.finish()
 	if err != nil {
@@ -298,7 +302,7 @@ func (b *bench) manyTenants(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sampler = s.sampleConnections(ctx)
+	sampler = s.sampleConnections(ctx, `tenant\_%`)
 	nr := load(ctx, loadOptions{clients: b.o.clients, duration: b.o.duration, server: naive,
 		request: func(i int) *http.Request { return profileRequest(naive.public, ts[seq[i%len(seq)]]) }})
 	naivePeak, err := sampler.finish()
@@ -334,7 +338,7 @@ func (b *bench) tightServer(ctx context.Context, ts []tenant, request func(int) 
 	}()
 	// The plane's connections were cut: the warm-up lets it notice.
 	load(ctx, loadOptions{clients: b.o.clients, duration: 3 * time.Second, request: request})
-	sampler := s.sampleConnections(ctx)
+	sampler := s.sampleConnections(ctx, `tenant\_%`)
 	r := load(ctx, loadOptions{clients: b.o.clients, duration: b.o.duration, request: request})
 	peak, err := sampler.finish()
 	if err != nil {
@@ -508,8 +512,8 @@ func (b *bench) logins(ctx context.Context) error {
 	b.add(row{"P6", fmt.Sprintf("logins/s at bcrypt cost %d, 8 clients", cost), fmt.Sprintf("%.1f", r.perSecond()),
 		fmt.Sprintf("%.1f = %d cores / %s", capacity, runtime.NumCPU(), ms(hashTime)), ratio(r.perSecond(), capacity), ">= 0.9x",
 		verdict(r.perSecond() >= 0.9*capacity)})
-	burst := load(ctx, loadOptions{clients: 64, duration: b.o.duration, request: login})
-	b.add(row{"P6", "64 clients: answered 200 / 503 busy / other; p50, p99",
+	burst := load(ctx, loadOptions{clients: 64, duration: b.o.duration, request: login, retryAfter: true})
+	b.add(row{"P6", "64 clients, each waiting as Retry-After asks: answered 200 / 503 busy / other; p50, p99",
 		fmt.Sprintf("%d / %d / %d; %s, %s", burst.statuses[http.StatusOK], burst.statuses[http.StatusServiceUnavailable],
 			burst.requests-burst.statuses[http.StatusOK]-burst.statuses[http.StatusServiceUnavailable], ms(burst.quantile(0.5)), ms(burst.quantile(0.99))),
 		"-", "-", "shed, p99 bounded", verdict(burst.statuses[http.StatusServiceUnavailable] > 0 && burst.quantile(0.99) < 5*time.Second)})
