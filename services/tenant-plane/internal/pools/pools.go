@@ -128,6 +128,12 @@ const (
 	maxConnLifetime = time.Hour
 	// demandWindow is the time constant of a tenant's request rate.
 	demandWindow = 30 * time.Second
+	// unusedAfter is how long a connection stays idle before a tenant
+	// whose requests queue may take it at once: nobody has needed it for
+	// a while, so taking it costs its owner at most one session later,
+	// while a busy tenant kept to the connections it happened to have when
+	// the budget filled up would queue on them for good.
+	unusedAfter = 5 * time.Second
 )
 
 // Manager owns every tenant pool and the connection budgets.
@@ -137,6 +143,8 @@ type Manager struct {
 	// growAfter is how long the oldest waiting request of a pool waits
 	// before the pool may take a connection from another tenant.
 	growAfter time.Duration
+	// unusedAfter: see the constant (a field for tests).
+	unusedAfter time.Duration
 	// maxConnecting bounds the sessions being set up on a server, and
 	// those being closed to make room for them (see New).
 	maxConnecting int
@@ -239,9 +247,10 @@ func New(opts Options, log *slog.Logger, reg prometheus.Registerer) (*Manager, e
 		opts.SSLMode = "prefer"
 	}
 	m := &Manager{
-		opts:      opts,
-		log:       log,
-		growAfter: opts.AcquireTimeout / 10,
+		opts:        opts,
+		log:         log,
+		growAfter:   opts.AcquireTimeout / 10,
+		unusedAfter: unusedAfter,
 		// Setting up sessions is work for the server's CPUs: more at once
 		// does not make them faster, and every slot held by a session in
 		// the making is one a tenant cannot keep.
@@ -447,8 +456,9 @@ func (p *tenantPool) wantsConn(perTenant int) bool {
 }
 
 // provideLocked gets p's waiting requests connections: it dials into free
-// slots, else queues p for a slot when it has no connection or its oldest
-// request has waited growAfter, and looks for a connection to take.
+// slots, else queues p for a slot when it has no connection, its oldest
+// request has waited growAfter, or another tenant's connection has been
+// idle unusedAfter, and looks for a connection to take.
 func (m *Manager) provideLocked(p *tenantPool, now time.Time) {
 	srv := p.srv
 	for p.wantsConn(m.opts.PerTenant) && m.canDialLocked(srv) {
@@ -459,7 +469,7 @@ func (m *Manager) provideLocked(p *tenantPool, now time.Time) {
 		switch {
 		case p.total == 0:
 			q = queuedFirst
-		case now.Sub(p.waiters[0].since) >= m.growAfter:
+		case now.Sub(p.waiters[0].since) >= m.growAfter, m.unusedIdleLocked(p, now) != nil:
 			q = queuedGrow
 		}
 	}
@@ -540,8 +550,14 @@ func (m *Manager) makeRoomLocked(srv *server, now time.Time) {
 // connection beyond its pool's first (for a pool that grows, from a pool
 // at least two larger), the longest idle; else the only connection of the
 // tenant with the lowest request rate (for a pool that grows, one that
-// uses it less than p uses each of its own).
+// uses it less than p uses each of its own). A pool that grows before its
+// requests have waited growAfter takes only a connection unused for
+// unusedAfter.
 func (m *Manager) victimLocked(srv *server, p *tenantPool, now time.Time) *conn {
+	if p.total > 0 && (len(p.waiters) == 0 || now.Sub(p.waiters[0].since) < m.growAfter) {
+		// Queued for an unused connection only (see provideLocked).
+		return m.unusedIdleLocked(p, now)
+	}
 	var extra, last *conn
 	lastRate := math.Inf(1)
 	for q := range srv.idle {
@@ -570,6 +586,18 @@ func (m *Manager) victimLocked(srv *server, p *tenantPool, now time.Time) *conn 
 		return nil
 	}
 	return last
+}
+
+// unusedIdleLocked returns the connection of another pool on p's server
+// that has been idle longest, if that is at least unusedAfter; else nil.
+func (m *Manager) unusedIdleLocked(p *tenantPool, now time.Time) *conn {
+	var oldest *conn
+	for q := range p.srv.idle {
+		if c := q.idle[0]; q != p && now.Sub(c.idleSince) >= m.unusedAfter && (oldest == nil || c.idleSince.Before(oldest.idleSince)) {
+			oldest = c
+		}
+	}
+	return oldest
 }
 
 // dialLocked opens a connection for p in the background, holding a slot

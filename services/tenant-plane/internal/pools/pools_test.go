@@ -613,6 +613,73 @@ func TestIdleConnectionOfABusyPoolIsTrimmed(t *testing.T) {
 	}
 }
 
+// A tenant whose requests queue on its one connection takes another
+// tenant's connection that nobody has used for unusedAfter at once, not
+// only after its requests have waited growAfter (here a minute): a busy
+// tenant is not kept to the connections it had when the budget filled.
+func TestQueueingTenantTakesAnUnusedConnection(t *testing.T) {
+	targets := databases(t, 2)
+	busy, quiet := targets[0], targets[1]
+	m := newManager(t, Options{Budget: 2, PerTenant: 2, AcquireTimeout: 10 * time.Minute})
+	m.unusedAfter = 100 * time.Millisecond
+	admin := testenv.Sessions(t)
+
+	backendPID(t, m, quiet)
+	first, err := m.Acquire(context.Background(), busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release()
+	time.Sleep(2 * m.unusedAfter)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	second, err := m.Acquire(ctx, busy)
+	if err != nil {
+		t.Fatalf("second connection for the busy tenant, with the quiet tenant's unused: %v", err)
+	}
+	defer second.Release()
+	if n := admin.Count(t, quiet.Database); n != 0 {
+		t.Errorf("sessions on the quiet tenant's database = %d, want 0", n)
+	}
+	if n := admin.Count(t, busy.Database); n != 2 {
+		t.Errorf("sessions on the busy tenant's database = %d, want 2", n)
+	}
+}
+
+// A connection used a moment ago is not taken that way: the queueing
+// tenant waits for its own connection.
+func TestQueueingTenantLeavesARecentlyUsedConnection(t *testing.T) {
+	targets := databases(t, 2)
+	busy, quiet := targets[0], targets[1]
+	m := newManager(t, Options{Budget: 2, PerTenant: 2, AcquireTimeout: 10 * time.Minute})
+	m.unusedAfter = time.Minute
+	admin := testenv.Sessions(t)
+
+	backendPID(t, m, quiet)
+	first, err := m.Acquire(context.Background(), busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		first.Release()
+		close(released)
+	}()
+	second, err := m.Acquire(context.Background(), busy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer second.Release()
+	<-released
+	if n := admin.Count(t, quiet.Database); n != 1 {
+		t.Errorf("sessions on the quiet tenant's database = %d, want its 1 kept", n)
+	}
+	if got := testutil.ToFloat64(m.metrics.idleTrimmed); got != 0 {
+		t.Errorf("connections taken = %v, want 0", got)
+	}
+}
+
 // A tenant whose requests keep waiting for its one connection takes the
 // connection of a tenant that uses its own less.
 func TestWaitingTenantTakesAQuieterTenantsConnection(t *testing.T) {
