@@ -45,7 +45,7 @@ func (b *bench) provisioning(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	var bare, plane []time.Duration
+	var bare, plane, answered []time.Duration
 	var ids []int64
 	for i := range sequential {
 		name := pgx.Identifier{fmt.Sprintf("bench_bare_%d", i)}.Sanitize()
@@ -63,6 +63,7 @@ func (b *bench) provisioning(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		answered = append(answered, time.Since(began))
 		got, err := b.events.wait(ctx, []int64{id}, time.Minute)
 		if err != nil {
 			return err
@@ -72,6 +73,7 @@ func (b *bench) provisioning(ctx context.Context) error {
 	}
 	slices.Sort(bare)
 	slices.Sort(plane)
+	slices.Sort(answered)
 	bareP50, planeP50 := bare[len(bare)/2], plane[len(plane)/2]
 	// Where the time went, from the core database's own records: the job's
 	// wait to be picked up, its run, and the event's wait in the outbox.
@@ -85,8 +87,8 @@ func (b *bench) provisioning(ctx context.Context) error {
 		[]any{ids}, &pickup, &work, &relay); err != nil {
 		return err
 	}
-	b.note("P3 one at a time, p50 of each part: job picked up after %.1f ms, provisioning ran %.1f ms, tenant.created waited %.1f ms in the outbox",
-		pickup*1000, work*1000, relay*1000)
+	b.note("P3 one at a time, p50 of each part: POST answered after %s, job picked up after %.1f ms, provisioning ran %.1f ms, tenant.created waited %.1f ms in the outbox",
+		ms(answered[len(answered)/2]), pickup*1000, work*1000, relay*1000)
 	b.add(row{"P3", "POST -> tenant.created, p50 of 10 one at a time", ms(planeP50), ms(bareP50) + " bare CREATE DATABASE",
 		ratio(float64(planeP50), float64(bareP50)), "<= 1.5x", verdict(float64(planeP50) <= 1.5*float64(bareP50))})
 
