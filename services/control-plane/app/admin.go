@@ -89,7 +89,7 @@ func (h adminAPI) handleFleet(c echo.Context) error {
 	f := organizations.Filter{Status: organizations.Status(q.Get("status")), NameContains: strings.TrimSpace(q.Get("q"))}
 	var errs []error
 	if f.Status != "" && !slices.Contains(tenantapi.Statuses, f.Status) {
-		errs = append(errs, apperr.Invalid("status", "must be one of provisioning, ready, failed, suspended, deleting, deleted"))
+		errs = append(errs, errStatusFilter())
 	}
 	if v := q.Get("owner_id"); v != "" {
 		id, err := strconv.ParseInt(v, 10, 64)
@@ -189,6 +189,9 @@ func (h adminAPI) handleAudit(c echo.Context) error {
 	q := c.QueryParams()
 	f := audit.Filter{TargetType: q.Get("target_type"), TargetID: q.Get("target_id"), Action: q.Get("action")}
 	var errs []error
+	if f.TargetType != "" && !slices.Contains(audit.TargetTypes, f.TargetType) {
+		errs = append(errs, apperr.Invalid("target_type", "must be one of "+strings.Join(audit.TargetTypes, ", ")))
+	}
 	if v := q.Get("actor_id"); v != "" {
 		id, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || id < 1 {

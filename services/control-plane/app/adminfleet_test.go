@@ -114,6 +114,14 @@ func TestFleetViews(t *testing.T) {
 		for _, bad := range []string{"?status=gone", "?owner_id=0", "?owner_id=x", "?limit=0", "?q=" + strings.Repeat("a", 101)} {
 			cp.Do(t, http.MethodGet, "/admin/organizations"+bad, admin, nil).Expect(t, http.StatusUnprocessableEntity)
 		}
+		// The refusal names every status, moving included, and moving is a filter.
+		p := cp.Do(t, http.MethodGet, "/admin/organizations?status=gone", admin, nil).Expect(t, http.StatusUnprocessableEntity).Problem(t)
+		if len(p.Errors) != 1 || p.Errors[0].Field != "status" || !strings.Contains(p.Errors[0].Message, "moving") {
+			t.Errorf("status refusal %+v, want the status field and every status", p.Errors)
+		}
+		if got := list(t, "?status=moving"); len(got.Items) != 0 {
+			t.Errorf("moving organizations %v, want none", ids(got))
+		}
 		cp.Do(t, http.MethodGet, "/admin/organizations", alice.AccessToken, nil).Expect(t, http.StatusForbidden)
 	})
 

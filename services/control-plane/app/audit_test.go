@@ -134,7 +134,7 @@ func TestAuditLog(t *testing.T) {
 		if len(boot) != 1 || boot[0].ActorType != "system" || boot[0].Detail["via"] != "bootstrap" {
 			t.Fatalf("bootstrap admin creation %+v", boot)
 		}
-		for _, bad := range []string{"actor_id=x", "limit=500", "cursor=abc"} {
+		for _, bad := range []string{"actor_id=x", "limit=500", "cursor=abc", "target_type=users"} {
 			h.do(t, http.MethodGet, "/admin/audit?"+bad, nil, withToken(admin.AccessToken)).expect(t, http.StatusUnprocessableEntity, "validation_failed")
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -179,6 +180,15 @@ func (o orgAPI) otherOwner(ctx context.Context, id int64) (int64, error) {
 	return u.ID, nil
 }
 
+// errStatusFilter refuses a status filter that names no status.
+func errStatusFilter() error {
+	names := make([]string, len(tenantapi.Statuses))
+	for i, s := range tenantapi.Statuses {
+		names[i] = string(s)
+	}
+	return apperr.Invalid("status", "must be one of "+strings.Join(names, ", "))
+}
+
 func (o orgAPI) handleList(c echo.Context) error {
 	me, err := o.caller(c)
 	if err != nil {
@@ -187,7 +197,7 @@ func (o orgAPI) handleList(c echo.Context) error {
 	q := c.QueryParams()
 	f := organizations.Filter{Status: organizations.Status(q.Get("status"))}
 	if f.Status != "" && !slices.Contains(tenantapi.Statuses, f.Status) {
-		return apperr.Invalid("status", "must be one of provisioning, ready, moving, failed, suspended, deleting, deleted")
+		return errStatusFilter()
 	}
 	r, err := page.FromQuery(q)
 	if err != nil {

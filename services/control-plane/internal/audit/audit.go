@@ -45,6 +45,9 @@ const (
 	TargetMigrationRun = "migration_run"
 )
 
+// TargetTypes lists every target type, for filters.
+var TargetTypes = []string{TargetUser, TargetOrganization, TargetMigrationRun}
+
 // Actions. Features that change organizations record theirs with the
 // constants below too (organization.move, .migrate, .rotate_credentials).
 const (
