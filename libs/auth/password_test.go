@@ -129,12 +129,15 @@ func TestPasswords(t *testing.T) {
 	}
 }
 
-// TestPasswordsShedWhatTheCoresCannotHash lets one hash run at a time and
-// callers wait a millisecond for their turn: of a burst, those that got a
-// turn are answered correctly and the rest are refused with ErrBusy at
-// once instead of queueing behind each other.
-func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
-	pw, err := auth.NewPasswords(10, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Millisecond})
+// burstResult counts the answers to a burst of Verify calls started at
+// once: correct answers, ErrBusy refusals, and refusals that came after a
+// hash had already been answered.
+type burstResult struct{ answered, busy, busyAfterAnAnswer int }
+
+// verifyBurst starts n Verify calls of the right password at once.
+func verifyBurst(t *testing.T, cost int, o auth.PasswordOptions, n int) burstResult {
+	t.Helper()
+	pw, err := auth.NewPasswords(cost, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,28 +145,43 @@ func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const burst = 10
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	var answered, busy int
-	for range burst {
+	var r burstResult
+	start := make(chan struct{})
+	for range n {
 		wg.Go(func() {
+			<-start
 			ok, err := pw.Verify(context.Background(), hash, "correct-horse-1")
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case errors.Is(err, auth.ErrBusy):
-				busy++
+				r.busy++
+				if r.answered > 0 {
+					r.busyAfterAnAnswer++
+				}
 			case err == nil && ok:
-				answered++
+				r.answered++
 			default:
 				t.Errorf("Verify = %v, %v", ok, err)
 			}
 		})
 	}
+	close(start)
 	wg.Wait()
-	if answered < 1 || busy < 1 || answered+busy != burst {
-		t.Fatalf("%d answered, %d refused as busy; want both, %d in all", answered, busy, burst)
+	return r
+}
+
+// TestPasswordsShedWhatTheCoresCannotHash lets one hash run at a time and
+// callers wait a millisecond for their turn: of a burst, those that got a
+// turn are answered correctly and the rest are refused with ErrBusy at
+// once instead of queueing behind each other.
+func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
+	const burst = 10
+	r := verifyBurst(t, 10, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Millisecond}, burst)
+	if r.answered < 1 || r.busy < 1 || r.answered+r.busy != burst {
+		t.Fatalf("%d answered, %d refused as busy; want both, %d in all", r.answered, r.busy, burst)
 	}
 }
 
@@ -172,44 +190,12 @@ func TestPasswordsShedWhatTheCoresCannotHash(t *testing.T) {
 // answered, and every other caller is refused with ErrBusy before the
 // first hash has finished, rather than after waiting for a turn.
 func TestPasswordsRefuseAtOnceBeyondTheQueue(t *testing.T) {
-	pw, err := auth.NewPasswords(12, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Minute, MaxWaiting: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash, err := pw.Hash(context.Background(), "correct-horse-1")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const burst = 20
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var answered, busy, busyAfterAnAnswer int
-	start := make(chan struct{})
-	for range burst {
-		wg.Go(func() {
-			<-start
-			ok, err := pw.Verify(context.Background(), hash, "correct-horse-1")
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case errors.Is(err, auth.ErrBusy):
-				busy++
-				if answered > 0 {
-					busyAfterAnAnswer++
-				}
-			case err == nil && ok:
-				answered++
-			default:
-				t.Errorf("Verify = %v, %v", ok, err)
-			}
-		})
+	r := verifyBurst(t, 12, auth.PasswordOptions{Concurrency: 1, QueueWait: time.Minute, MaxWaiting: 2}, burst)
+	if r.answered < 3 || r.busy < 1 || r.answered+r.busy != burst {
+		t.Fatalf("%d answered, %d refused as busy; want at least the 3 that had a turn or a place in the queue, %d in all", r.answered, r.busy, burst)
 	}
-	close(start)
-	wg.Wait()
-	if answered < 3 || busy < 1 || answered+busy != burst {
-		t.Fatalf("%d answered, %d refused as busy; want at least the 3 that had a turn or a place in the queue, %d in all", answered, busy, burst)
-	}
-	if busyAfterAnAnswer > 0 {
-		t.Errorf("%d callers were refused only after a hash had finished; a full queue refuses at once", busyAfterAnAnswer)
+	if r.busyAfterAnAnswer > 0 {
+		t.Errorf("%d callers were refused only after a hash had finished; a full queue refuses at once", r.busyAfterAnAnswer)
 	}
 }

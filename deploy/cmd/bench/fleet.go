@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	"golang.org/x/sync/errgroup"
 )
 
 // tenant is a ready bench tenant: its organization id, how the bare
@@ -105,28 +106,15 @@ func (s *stack) createOrganization(ctx context.Context, name string) (int64, err
 // every one is ready (its tenant.created arrived).
 func (s *stack) provision(ctx context.Context, events *createdEvents, n, parallel int, prefix string) ([]int64, error) {
 	ids := make([]int64, n)
-	errs := make(chan error, n)
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range parallel {
-		wg.Go(func() {
-			for i := range next {
-				id, err := s.createOrganization(ctx, fmt.Sprintf("%s %d", prefix, i))
-				if err != nil {
-					errs <- err
-					continue
-				}
-				ids[i] = id
-			}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i := range n {
+		g.Go(func() (err error) {
+			ids[i], err = s.createOrganization(gctx, fmt.Sprintf("%s %d", prefix, i))
+			return err
 		})
 	}
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	_, err := events.wait(ctx, ids, time.Duration(n)*time.Second+time.Minute)
@@ -138,28 +126,17 @@ func (s *stack) provision(ctx context.Context, events *createdEvents, n, paralle
 // the bare handler, from the internal API.
 func (s *stack) prepare(ctx context.Context, ids []int64, parallel int) ([]tenant, error) {
 	out := make([]tenant, len(ids))
-	errs := make(chan error, len(ids))
-	var wg sync.WaitGroup
-	next := make(chan int)
-	for range parallel {
-		wg.Go(func() {
-			for i := range next {
-				t, err := s.prepareOne(ctx, ids[i])
-				if err != nil {
-					errs <- fmt.Errorf("tenant %d: %w", ids[i], err)
-					continue
-				}
-				out[i] = t
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(parallel)
+	for i, id := range ids {
+		g.Go(func() (err error) {
+			if out[i], err = s.prepareOne(gctx, id); err != nil {
+				return fmt.Errorf("tenant %d: %w", id, err)
 			}
+			return nil
 		})
 	}
-	for i := range ids {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	close(errs)
-	return out, <-errs
+	return out, g.Wait()
 }
 
 func (s *stack) prepareOne(ctx context.Context, id int64) (tenant, error) {
