@@ -116,12 +116,15 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 	err := withAdvisoryLock(ctx, sc.admin, templateLock(p.deployment), false, func(conn *pgxpool.Conn) error {
 		// Every query under the lock goes through its connection: the
 		// pool's others may all be waiting for the lock.
-		tag, _, exists, err := databaseTagOn(ctx, conn, name)
+		tag, owner, exists, err := databaseTagOn(ctx, conn, name)
 		switch {
 		case err != nil:
 			return err
 		case templateVersion(p.deployment, tag) >= latest:
 			return nil // built by another process meanwhile, or by a newer release
+		case exists && tag == "" && owner == name:
+			// A build that crashed between CREATE DATABASE and its tag:
+			// the database is born owned by the (tagged) template role.
 		case exists && !strings.HasPrefix(tag, TemplateTag(p.deployment, 0)):
 			ok = false
 			return nil
@@ -156,18 +159,33 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 			return err
 		}
 		if !exists {
-			if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident); err != nil {
+			// Owned by the template role until it is tagged, so that a
+			// crash in between leaves a database this build recognises
+			// (above); then handed to the admin, since REASSIGN OWNED in
+			// each copy would move a database the role owned too.
+			if _, err := conn.Exec(ctx, "CREATE DATABASE "+ident+" OWNER "+ident); err != nil {
 				return err
 			}
-			for _, sql := range []string{
-				"COMMENT ON DATABASE " + ident + " IS " + quoteLiteral(TemplateTag(p.deployment, 0)),
+		}
+		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			setup := []string{
+				"ALTER DATABASE " + ident + " OWNER TO CURRENT_USER",
 				"REVOKE CONNECT, TEMPORARY ON DATABASE " + ident + " FROM PUBLIC",
 				"GRANT CONNECT ON DATABASE " + ident + " TO " + ident,
-			} {
-				if _, err := conn.Exec(ctx, sql); err != nil {
+			}
+			if tag == "" {
+				// Being built: a template being migrated forward keeps its
+				// version, which an older release must not take for less.
+				setup = append(setup, "COMMENT ON DATABASE "+ident+" IS "+quoteLiteral(TemplateTag(p.deployment, 0)))
+			}
+			for _, sql := range setup {
+				if _, err := tx.Exec(ctx, sql); err != nil {
 					return err
 				}
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
 		// The template's schema belongs to the admin (its database's
 		// owner); the role may create in it, and owns what it creates.
@@ -227,8 +245,9 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 	if err != nil {
 		return 0, false, err
 	}
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		if tag == TemplateTag(p.deployment, 0) {
+	ours := tag == TemplateTag(p.deployment, 0)
+	adopt := func(tx pgx.Tx) error {
+		if ours {
 			if _, err := tx.Exec(ctx, "REASSIGN OWNED BY "+tmpl+" TO "+pgx.Identifier{creds.User}.Sanitize()); err != nil {
 				return err
 			}
@@ -247,7 +266,17 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 		}
 		version = uint(v)
 		return err
-	})
+	}
+	if ours {
+		// REASSIGN OWNED moves the role's databases too, and a build's
+		// new template belongs to the role until it is tagged: the shared
+		// lock keeps builds out meanwhile.
+		err = withAdvisoryLock(ctx, sc.admin, templateLock(p.deployment), true, func(*pgxpool.Conn) error {
+			return pgx.BeginFunc(ctx, conn, adopt)
+		})
+	} else {
+		err = pgx.BeginFunc(ctx, conn, adopt)
+	}
 	return version, dirty, err
 }
 

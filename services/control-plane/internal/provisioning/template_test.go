@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"tenantbase/libs/tenantdb"
 	"tenantbase/libs/tenantdb/tenantdbtest"
 	"tenantbase/libs/testenv"
@@ -108,6 +110,31 @@ func TestTemplateNameTakenBySomeoneElse(t *testing.T) {
 	f.assertReady(t, org.ID)
 	if got := f.database(t, template); got.comment != "" || got.owner != template {
 		t.Fatalf("the stranger's database was changed: %+v", got)
+	}
+}
+
+// TestTemplateBuildCrashedBeforeItsTag finds what a build killed between
+// the template's CREATE DATABASE and its tag leaves: the tagged template
+// role and an untagged database it owns. The next provisioning recognises
+// the database as the deployment's, finishes the template and hands it to
+// the admin.
+func TestTemplateBuildCrashedBeforeItsTag(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	template := provisioning.TemplateName(f.dep)
+	f.stranger(t, template, provisioning.TemplateTag(f.dep, 0), false)
+	id := pgx.Identifier{template}.Sanitize()
+	testenv.Exec(t, f.server, "CREATE DATABASE "+id+" OWNER "+id)
+	t.Cleanup(func() { testenv.Exec(t, f.server, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)") })
+
+	org := f.create(t)
+	if err := f.prov.Provision(context.Background(), org.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.assertReady(t, org.ID)
+	latest := tenantdb.LatestVersion()
+	if db := f.database(t, template); db.comment != provisioning.TemplateTag(f.dep, latest) || db.owner == template || db.publicConnect {
+		t.Fatalf("template database %+v, want tagged at version %d, owned by the admin, closed to PUBLIC", db, latest)
 	}
 }
 
