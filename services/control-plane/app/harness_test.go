@@ -52,11 +52,9 @@ type harness struct {
 // fails if it does not stop cleanly.
 func startControlPlane(t testing.TB, opts harnessOptions) *harness {
 	t.Helper()
-	dsn := opts.DatabaseURL
-	if dsn == "" {
-		dsn = testenv.NewDatabase(t)
-	}
-	cp := cptest.Start(t, cptest.Options{DatabaseURL: dsn, Configure: func(cfg *app.Config) {
+	// cptest.Start makes a core database whose deployment's tenant
+	// databases and roles are dropped when the test ends.
+	cp := cptest.Start(t, cptest.Options{DatabaseURL: opts.DatabaseURL, Configure: func(cfg *app.Config) {
 		// What the tests assert on is pinned here, so that variables set in
 		// the environment of a test run cannot change it.
 		cfg.OwnerSignupPolicy = "open"

@@ -222,11 +222,13 @@ func DropDeployment(tb testing.TB, server, dep string) {
 	defer conn.Close(context.Background())
 	prefix := provisioning.TagPrefix(dep)
 	for _, q := range []struct{ list, drop string }{
-		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1)`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
-		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1)`, "DROP ROLE IF EXISTS %s"},
+		// The template is also dropped by name: a build killed between
+		// its CREATE DATABASE and its tag leaves the database untagged.
+		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1) OR datname = $2`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
+		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1) OR rolname = $2`, "DROP ROLE IF EXISTS %s"},
 	} {
 		lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		rows, err := conn.Query(lctx, q.list, prefix)
+		rows, err := conn.Query(lctx, q.list, prefix, provisioning.TemplateName(dep))
 		if err != nil {
 			cancel()
 			tb.Errorf("cptest: list tenants: %v", err)
