@@ -636,9 +636,11 @@ func (m *Manager) connect(p *tenantPool) {
 	}
 	err = fmt.Errorf("%w: tenant %d: %w", ErrUnavailable, p.target.TenantID, err)
 	p.total--
-	if p.total == 0 {
-		// Nothing else will serve them: they all hear of the failure
-		// rather than each dial in turn.
+	if p.total == p.dialing {
+		// No connection is open, only dials like this one in flight:
+		// nothing else will serve them, so they all hear of the failure
+		// rather than each dial in turn (with several dials at once,
+		// waiting for the count to reach zero never ended).
 		for _, w := range p.waiters {
 			w.done = true
 			w.ch <- grant{err: err}

@@ -904,6 +904,34 @@ func TestUnreachableDatabase(t *testing.T) {
 		"the failed connection gives its slot back")
 }
 
+// With several requests waiting, dials overlap: each failure must still
+// reach the waiting requests once no connection is open, rather than
+// start another dial while the others are in flight, in a loop that lasts
+// until every request times out (seen with a replica holding an old
+// password after a rotation).
+func TestUnreachableDatabaseWithSeveralWaiting(t *testing.T) {
+	target := databases(t, 1)[0]
+	target.Database = "no_such_database_for_pools_test"
+	m := newManager(t, Options{Budget: 40, PerTenant: 5, AcquireTimeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			l, err := m.Acquire(ctx, target)
+			if err == nil {
+				l.Release()
+			}
+			errs <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errs; !errors.Is(err, ErrUnavailable) {
+			t.Errorf("err = %v, want ErrUnavailable", err)
+		}
+	}
+}
+
 func TestAcquireHonoursTheCallersContext(t *testing.T) {
 	target := databases(t, 1)[0]
 	m := newManager(t, Options{Budget: 1, PerTenant: 1, AcquireTimeout: 5 * time.Second})
