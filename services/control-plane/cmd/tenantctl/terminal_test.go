@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
 
 	"tenantbase/libs/testenv"
 	"tenantbase/services/control-plane/app"
@@ -75,6 +76,18 @@ func (term *terminal) waitScreen(t *testing.T, text string) {
 }
 
 // type writes what a person types.
+// typeSecret types line once the terminal no longer echoes: the prompt is
+// written a moment before the program turns echo off, and a line typed in
+// between would be echoed (a person does not type that fast).
+func (term *terminal) typeSecret(t *testing.T, line string) {
+	t.Helper()
+	testenv.Eventually(t, 10*time.Second, func() bool {
+		tio, err := unix.IoctlGetTermios(int(term.tty.Fd()), unix.TCGETS)
+		return err == nil && tio.Lflag&unix.ECHO == 0
+	}, "the terminal stops echoing for the password")
+	term.typeLine(t, line)
+}
+
 func (term *terminal) typeLine(t *testing.T, line string) {
 	t.Helper()
 	if _, err := term.tty.WriteString(line + "\r"); err != nil {
@@ -129,7 +142,7 @@ func TestTerminal(t *testing.T) {
 	login.waitScreen(t, "Email: ")
 	login.typeLine(t, cptest.AdminEmail)
 	login.waitScreen(t, "Password: ")
-	login.typeLine(t, cptest.AdminPassword)
+	login.typeSecret(t, cptest.AdminPassword)
 	code, screen := login.exit(t)
 	if code != 0 || !strings.Contains(screen, "Logged in to "+cp.PublicURL+" as "+cptest.AdminEmail+" (platform admin).") {
 		t.Fatalf("login at a terminal: exit %d, the terminal shows:\n%s", code, screen)
