@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +18,11 @@ import (
 
 // Reachable connects to dsn and pings it, giving up after a few seconds.
 func Reachable(ctx context.Context, dsn string) error {
+	return withConn(ctx, dsn, func(ctx context.Context, conn *pgx.Conn) error { return conn.Ping(ctx) })
+}
+
+// withConn runs f on a connection to dsn, all within a few seconds.
+func withConn(ctx context.Context, dsn string, f func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dsn)
@@ -23,7 +30,33 @@ func Reachable(ctx context.Context, dsn string) error {
 		return err
 	}
 	defer conn.Close(context.Background())
-	return conn.Ping(ctx)
+	return f(ctx, conn)
+}
+
+// TestConnections is how many connections a server must have free for the
+// project's tests: `make test` held up to 75 at once on one server (control
+// plane packages side by side), and a server that runs out fails whichever
+// test asks next ("remaining connection slots are reserved").
+const TestConnections = 150
+
+// Roomy is Reachable, and then checks that a role other than a superuser
+// can open need more connections on the server: max_connections less the
+// superuser reserve and the sessions open now besides its own.
+func Roomy(ctx context.Context, dsn string, need int) error {
+	var limit, free int
+	err := withConn(ctx, dsn, func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, `SELECT current_setting('max_connections')::int,
+		current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+		  - (SELECT count(*) FROM pg_stat_activity
+		     WHERE backend_type = 'client backend' AND pid <> pg_backend_pid())::int`).Scan(&limit, &free)
+	})
+	if err != nil {
+		return err
+	}
+	if free < need {
+		return fmt.Errorf("%d connections free (max_connections %d), the tests need %d", free, limit, need)
+	}
+	return nil
 }
 
 func waitReachable(ctx context.Context, dsn string, timeout time.Duration) error {
@@ -38,8 +71,10 @@ func waitReachable(ctx context.Context, dsn string, timeout time.Duration) error
 }
 
 // Ensure finds a server to use: dsn when it is reachable, else the cluster
-// already running in dir on port, else a cluster started there now. started
-// is the cluster this call started (nil otherwise): the caller stops it.
+// already running in dir (on the port its postmaster.pid records), else a
+// cluster started there now, on port or, when something else holds port, on
+// a free one. started is the cluster this call started (nil otherwise): the
+// caller stops it.
 func Ensure(ctx context.Context, dsn, dir string, port int) (dsnToUse string, started *Cluster, err error) {
 	var reachErr error
 	if dsn != "" {
@@ -47,10 +82,15 @@ func Ensure(ctx context.Context, dsn, dir string, port int) (dsnToUse string, st
 			return dsn, nil, nil
 		}
 	}
-	local := (&Cluster{port: port}).DSN("postgres")
-	if _, err := os.Stat(filepath.Join(dir, "postmaster.pid")); err == nil {
+	if running, ok := runningPort(dir); ok {
+		local := (&Cluster{port: running}).DSN("postgres")
 		if Reachable(ctx, local) == nil {
 			return local, nil, nil
+		}
+	}
+	if !portFree(port) {
+		if port, err = FreePort(); err != nil {
+			return "", nil, err
 		}
 	}
 	c, err := Start(ctx, dir, port)
@@ -61,6 +101,40 @@ func Ensure(ctx context.Context, dsn, dir string, port int) (dsnToUse string, st
 		return "", nil, err
 	}
 	return c.DSN("postgres"), c, nil
+}
+
+// runningPort is the port of the server whose postmaster.pid is in dir: its
+// fourth line.
+func runningPort(dir string) (int, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	if err != nil {
+		return 0, false
+	}
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 4 {
+		return 0, false
+	}
+	port, err := strconv.Atoi(strings.TrimSpace(lines[3]))
+	return port, err == nil
+}
+
+func portFree(port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
+}
+
+// FreePort is a TCP port on 127.0.0.1 that nothing listens on now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // LocalDir is the project-local folder for throwaway clusters and other

@@ -77,6 +77,7 @@ func TestStartServesUntilStop(t *testing.T) {
 	}
 }
 
+// TestStartWithSettings also checks Roomy on the small server it starts.
 func TestStartWithSettings(t *testing.T) {
 	ctx := context.Background()
 	c, err := pgcluster.StartWith(ctx, filepath.Join(t.TempDir(), "data"), testenv.FreePort(t),
@@ -95,6 +96,24 @@ func TestStartWithSettings(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT current_setting($1)", name).Scan(&got); err != nil || got != want {
 			t.Errorf("%s = %q, %v; want %q", name, got, err, want)
 		}
+	}
+
+	// 7 connections, 3 of them kept for superusers: 4 for everyone else,
+	// and this test holds one.
+	err = pgcluster.Roomy(ctx, c.DSN("postgres"), 4)
+	if err == nil || !strings.Contains(err.Error(), "3 connections free (max_connections 7), the tests need 4") {
+		t.Fatalf("Roomy(4) with one session open = %v; want 3 free of 7 named", err)
+	}
+	if err := pgcluster.Roomy(ctx, c.DSN("postgres"), 3); err != nil {
+		t.Fatalf("Roomy(3) with one session open: %v", err)
+	}
+	conn.Close(ctx)
+	if err := pgcluster.Roomy(ctx, c.DSN("postgres"), 4); err != nil {
+		t.Fatalf("Roomy(4) on an idle server: %v", err)
+	}
+	unreachable := "postgres://postgres@127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) + "/postgres?sslmode=disable&connect_timeout=1"
+	if err := pgcluster.Roomy(ctx, unreachable, 1); err == nil {
+		t.Fatal("Roomy on an unreachable server succeeded")
 	}
 }
 
@@ -122,16 +141,22 @@ func TestEnsure(t *testing.T) {
 	tests := []struct {
 		name        string
 		dsn         string
+		port        int
 		wantDSN     string
 		wantStarted bool
 	}{
 		{name: "reachable dsn is used as is", dsn: dsn + "&application_name=x", wantDSN: dsn + "&application_name=x"},
 		{name: "running cluster in dir is reused", dsn: unreachable, wantDSN: dsn},
 		{name: "no dsn reuses the running cluster", dsn: "", wantDSN: dsn},
+		{name: "the running cluster is found on the port it records", dsn: "", port: testenv.FreePort(t), wantDSN: dsn},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, c, err := pgcluster.Ensure(ctx, tt.dsn, dir, port)
+			asked := port
+			if tt.port != 0 {
+				asked = tt.port
+			}
+			got, c, err := pgcluster.Ensure(ctx, tt.dsn, dir, asked)
 			if err != nil {
 				t.Fatalf("Ensure: %v", err)
 			}
@@ -144,6 +169,34 @@ func TestEnsure(t *testing.T) {
 		})
 	}
 
+	if err := started.Stop(); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+}
+
+func TestEnsureStartsOnAnotherPortWhenItsOwnIsTaken(t *testing.T) {
+	ctx := context.Background()
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	taken := busy.Addr().(*net.TCPAddr).Port
+
+	dsn, started, err := pgcluster.Ensure(ctx, "", filepath.Join(t.TempDir(), "data"), taken)
+	if err != nil {
+		t.Fatalf("Ensure with its port taken: %v", err)
+	}
+	if started == nil {
+		t.Fatal("Ensure started no cluster")
+	}
+	stopOnCleanup(t, started)
+	if started.Port() == taken || !strings.Contains(dsn, ":"+strconv.Itoa(started.Port())+"/") {
+		t.Fatalf("cluster on port %d (dsn %s); want a free port other than the taken %d", started.Port(), dsn, taken)
+	}
+	if err := pgcluster.Reachable(ctx, dsn); err != nil {
+		t.Fatalf("started cluster unreachable: %v", err)
+	}
 	if err := started.Stop(); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"tenantbase/libs/pgcluster"
 )
@@ -32,9 +32,11 @@ var (
 )
 
 // PostgresURL returns a server DSN for tests: TEST_DATABASE_URL, else
-// DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres.
+// DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres when it
+// has pgcluster.TestConnections connections free (a variable set is
+// trusted: `make test` sets it while its other packages hold connections).
 //
-// When that server is unreachable, the first call starts one throwaway
+// When that server is unreachable or short of connections, the first call starts one throwaway
 // cluster for the whole test process from the local PostgreSQL binaries, in
 // a temporary directory on a free port. No test owns it, so it is not
 // stopped by a test cleanup: a watcher process stops it and removes its
@@ -54,12 +56,15 @@ func resolvePostgres() (string, error) {
 	if dsn == "" {
 		dsn = os.Getenv("DATABASE_URL")
 	}
-	if dsn == "" {
-		dsn = defaultPostgresURL
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	reachErr := pgcluster.Reachable(ctx, dsn)
+	var reachErr error
+	if dsn == "" {
+		dsn = defaultPostgresURL
+		reachErr = pgcluster.Roomy(ctx, dsn, pgcluster.TestConnections)
+	} else {
+		reachErr = pgcluster.Reachable(ctx, dsn)
+	}
 	if reachErr == nil {
 		return dsn, nil
 	}
@@ -67,14 +72,14 @@ func resolvePostgres() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		return "", err
 	}
 	c, err := pgcluster.Start(ctx, dir, port)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("%s is unreachable (%s) and no throwaway cluster could be started: %w",
+		return "", fmt.Errorf("%s is not usable (%s) and no throwaway cluster could be started: %w",
 			pgcluster.Redact(dsn), strings.Join(strings.Fields(reachErr.Error()), " "), err)
 	}
 	if err := c.StopOnExit(true); err != nil {
@@ -166,6 +171,17 @@ func OnDatabaseDSN(dsn, name string) string {
 	return withSSLDisabled(out)
 }
 
+// PostgresPort is the TCP port of PostgresURL's server: 5432 for the
+// machine's server, another for a throwaway cluster.
+func PostgresPort(tb testing.TB) int {
+	tb.Helper()
+	cfg, err := pgconn.ParseConfig(PostgresURL(tb))
+	if err != nil {
+		tb.Fatalf("testenv: %v", err)
+	}
+	return int(cfg.Port)
+}
+
 // WithPassword is the URL dsn with password for its user (the throwaway
 // clusters trust local logins, so any password works, and tests can look
 // for it in what must never show it).
@@ -216,20 +232,11 @@ func randomHex(n int) string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		tb.Fatalf("testenv: free port: %v", err)
 	}
 	return port
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Eventually polls cond until it holds, failing the test with msg when it

@@ -17,6 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/labstack/echo/v4"
+
+	"tenantbase/libs/pgcluster"
 )
 
 // bareTenant is what the bare handler needs to serve a tenant's profile:
@@ -142,7 +144,7 @@ func (s *stack) startBare(name string, tenants map[int64]bareTenant, naive bool)
 	if err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -83,7 +82,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 		return s, err
 	}
 	say("starting two PostgreSQL clusters and NATS in %s", dir)
-	corePort, err := freePort()
+	corePort, err := pgcluster.FreePort()
 	if err != nil {
 		return s, err
 	}
@@ -96,7 +95,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 	if err := pgcluster.EnsureDatabase(ctx, s.core.DSN("postgres"), "core"); err != nil {
 		return s, err
 	}
-	if s.tenantPort, err = freePort(); err != nil {
+	if s.tenantPort, err = pgcluster.FreePort(); err != nil {
 		return s, err
 	}
 	if err := s.startTenantServer(ctx, o.maxConnections); err != nil {
@@ -202,11 +201,11 @@ func (s *stack) close() {
 // start runs a service binary on free ports with env and waits until its
 // /health answers.
 func (s *stack) start(name string, env []string) (*proc, error) {
-	public, err := freePort()
+	public, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	internal, err := freePort()
+	internal, err := pgcluster.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -362,15 +361,6 @@ func setEnv(env []string, key, value string) {
 		}
 	}
 	panic("setEnv: no " + key)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomHex(n int) string {

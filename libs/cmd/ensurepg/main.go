@@ -1,7 +1,10 @@
 // Command ensurepg prints the DSN of a PostgreSQL server for the tests:
-// DATABASE_URL when it is reachable, else the server on 127.0.0.1:5432, else
-// a throwaway cluster in <repo>/.local/pg-test on port 55432, started from
-// the local binaries and left running for later runs.
+// DATABASE_URL when it is reachable with pgcluster.TestConnections
+// connections free, else the server on 127.0.0.1:5432 on the same terms,
+// else a throwaway cluster in <repo>/.local/pg-test (port 55432, or a free
+// one when that is taken), started from the local binaries and left running
+// for later runs. A server passed over is named on standard error with the
+// reason.
 package main
 
 import (
@@ -38,10 +41,12 @@ func run() (string, error) {
 		if dsn == "" {
 			continue
 		}
-		if err := pgcluster.Reachable(ctx, dsn); err == nil {
+		err := pgcluster.Roomy(ctx, dsn, pgcluster.TestConnections)
+		if err == nil {
 			return dsn, nil
 		}
 		tried = append(tried, pgcluster.Redact(dsn))
+		fmt.Fprintf(os.Stderr, "ensurepg: not using %s: %s\n", pgcluster.Redact(dsn), strings.Join(strings.Fields(err.Error()), " "))
 	}
 
 	local, err := pgcluster.LocalDir()
@@ -51,8 +56,9 @@ func run() (string, error) {
 	dir := filepath.Join(local, "pg-test")
 	dsn, _, err := pgcluster.Ensure(ctx, "", dir, clusterPort)
 	if err != nil {
-		return "", fmt.Errorf("no PostgreSQL reachable (tried %s) and none could be started in %s: %w",
+		return "", fmt.Errorf("no PostgreSQL with room for the tests (tried %s) and none could be started in %s: %w",
 			strings.Join(tried, ", "), dir, err)
 	}
+	fmt.Fprintf(os.Stderr, "ensurepg: using the throwaway cluster in %s (%s)\n", dir, pgcluster.Redact(dsn))
 	return dsn, nil
 }

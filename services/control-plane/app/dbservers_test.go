@@ -62,7 +62,7 @@ func TestDBServerRegistry(t *testing.T) {
 	for _, s := range servers {
 		def = s
 	}
-	if def.Name != "default" || def.Host != "127.0.0.1" || def.Port != 5432 || def.State != "active" ||
+	if def.Name != "default" || def.Host != "127.0.0.1" || def.Port != testenv.PostgresPort(t) || def.State != "active" ||
 		def.MaxTenants != 2000 || def.Tenants != 0 {
 		t.Fatalf("default server %+v, want the core database's server, active, 2000 places, empty", def)
 	}

@@ -114,7 +114,7 @@ func TestMoveCrashConverges(t *testing.T) {
 		if sum != sums[id] {
 			t.Errorf("organization %d: users changed by the move", id)
 		}
-		if tenant.Database.Port != map[int64]int{1: 5432, target.ID: second.Port()}[here] {
+		if tenant.Database.Port != map[int64]int{1: testenv.PostgresPort(t), target.ID: second.Port()}[here] {
 			t.Errorf("organization %d: the internal API says port %d, but it lives on server %d", id, tenant.Database.Port, here)
 		}
 		name := tenant.Database.Name
