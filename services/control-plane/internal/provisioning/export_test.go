@@ -3,5 +3,5 @@ package provisioning
 // ScramVerifier exposes the verifier computation to the tests.
 var ScramVerifier = scramVerifier
 
-// LockConnConfig exposes the lock connections' configuration to the tests.
-var LockConnConfig = lockConnConfig
+// LockPoolConfig exposes the lock connections' configuration to the tests.
+var LockPoolConfig = lockPoolConfig

@@ -250,11 +250,11 @@ func TestLockConnectionsProbeForDeadHosts(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	ctx := context.Background()
-	cfg, err := provisioning.LockConnConfig(f.core)
+	cfg, err := provisioning.LockPoolConfig(f.core)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,7 +49,8 @@ type Options struct {
 	// Deployment is this deployment's id: part of every name the
 	// provisioner chooses and of every tag it writes.
 	Deployment string
-	// CoreDSN is the core database; lock connections are opened on it.
+	// CoreDSN is the core database; the lock connections' pool is opened
+	// on it.
 	CoreDSN string
 	// ConnectionLimit is the CONNECTION LIMIT of every tenant role; -1
 	// means none.
@@ -73,12 +74,15 @@ type Options struct {
 // Provisioner runs the provisioning, deletion, owner-sync, move and
 // rotation work, each on the tenant's own database server.
 type Provisioner struct {
-	core       *pgxpool.Pool
-	store      *organizations.Store
-	servers    *dbservers.Registry
-	jobs       *Jobs
-	box        *secretbox.Box
-	coreDSN    string
+	core    *pgxpool.Pool
+	store   *organizations.Store
+	servers *dbservers.Registry
+	jobs    *Jobs
+	box     *secretbox.Box
+	coreDSN string
+	// locks holds the connections that hold advisory locks (withLock):
+	// a pool, so that each provisioning does not start a session.
+	locks      *pgxpool.Pool
 	deployment string
 	opts       Options
 	beforeStep func(ctx context.Context, orgID int64, step string) error
@@ -103,8 +107,17 @@ func New(core *pgxpool.Pool, store *organizations.Store, servers *dbservers.Regi
 	if o.Migrations != nil {
 		mig = *o.Migrations
 	}
+	cfg, err := lockPoolConfig(o.CoreDSN)
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: core DSN: %w", err)
+	}
+	// Connections are opened on first use, not here.
+	locks, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, fmt.Errorf("provisioning: lock pool: %w", err)
+	}
 	return &Provisioner{
-		core: core, store: store, servers: servers, jobs: jobs, box: box, coreDSN: o.CoreDSN,
+		core: core, store: store, servers: servers, jobs: jobs, box: box, coreDSN: o.CoreDSN, locks: locks,
 		deployment: o.Deployment, opts: o, beforeStep: o.BeforeStep, migrations: mig, log: log, conns: map[int64]*serverConn{},
 	}, nil
 }
@@ -194,6 +207,7 @@ func (p *Provisioner) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.locks.Close()
 	for id, sc := range p.conns {
 		sc.admin.Close()
 		delete(p.conns, id)
@@ -255,15 +269,26 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, sc, orgID, creds, true) }); err != nil {
 			return err
 		}
-		var version uint
+		var (
+			version   uint
+			owner     accounts.Credentials
+			synced    bool
+			ownerHash string
+		)
 		if err := p.step(ctx, orgID, StepMigrate, func() error {
-			version, err = p.migrate(ctx, sc, orgID, creds)
+			if owner, err = accounts.OwnerCredentials(ctx, p.core, org.OwnerID); err != nil {
+				return err
+			}
+			version, synced, err = p.migrate(ctx, sc, orgID, creds, owner)
 			return err
 		}); err != nil {
 			return err
 		}
-		var ownerHash string
 		if err := p.step(ctx, orgID, StepSyncOwner, func() error {
+			if synced {
+				ownerHash = owner.PasswordHash
+				return nil
+			}
 			ownerHash, err = p.syncOwner(ctx, sc, org.OwnerID, creds)
 			return err
 		}); err != nil {
@@ -494,31 +519,40 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID 
 
 // migrate hands a copy of the template to the tenant role, and applies the
 // tenant migrations it still lacks (all of them to a database that is no
-// copy) as the tenant role, so the tables belong to it. A migration
+// copy) as the tenant role, so the tables belong to it. A copy already at
+// the newest version gets owner as its admin in the same transaction
+// (synced): one session in the new database instead of two. A migration
 // interrupted by a crash leaves golang-migrate's dirty flag; the database
 // holds nothing yet, so it is recreated.
-func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials) (uint, error) {
-	version, dirty, err := p.adoptClone(ctx, sc, creds)
+func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials, owner accounts.Credentials) (version uint, synced bool, err error) {
+	latest := p.migrations.Latest()
+	upsert := func(ctx context.Context, tx pgx.Tx, v uint) (bool, error) {
+		if v != latest {
+			return false, nil
+		}
+		return true, tenantdb.UpsertAdmin(ctx, tx, owner.Email, owner.PasswordHash)
+	}
+	version, dirty, synced, err := p.adoptClone(ctx, sc, creds, upsert)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if dirty {
 		p.log.Warn("tenant migration was interrupted; recreating the empty tenant database", "database", creds.Name)
 		if _, err := sc.admin.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{creds.Name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			return 0, err
+			return 0, false, err
 		}
 		if err := p.ensureDatabase(ctx, sc, orgID, creds, true); err != nil {
-			return 0, err
+			return 0, false, err
 		}
-		if version, dirty, err = p.adoptClone(ctx, sc, creds); err != nil {
-			return 0, err
+		if version, dirty, synced, err = p.adoptClone(ctx, sc, creds, upsert); err != nil {
+			return 0, false, err
 		}
 	}
-	if !dirty && version == p.migrations.Latest() {
-		return version, nil
+	if !dirty && version == latest {
+		return version, synced, nil
 	}
-	res, err := p.migrations.MigrateTo(ctx, sc.tenantDSN(creds), p.migrations.Latest(), tenantdb.MigrateOptions{})
-	return res.To, err
+	res, err := p.migrations.MigrateTo(ctx, sc.tenantDSN(creds), latest, tenantdb.MigrateOptions{})
+	return res.To, false, err
 }
 
 // syncOwner makes the owner the tenant's admin, with the same email and
@@ -673,28 +707,17 @@ func (p *Provisioner) withOrganization(ctx context.Context, orgID int64, status 
 }
 
 // withLock runs fn holding an advisory lock (pg_advisory_lock) on a
-// connection of its own: work on one organization (provisioning, deletion)
-// or one owner never overlaps, across processes too, and a crashed holder
-// releases the lock with its connection. The lock is a session lock, since
-// fn runs for seconds on other connections and a transaction held open
-// that long would block vacuum; the server probes the idle connection
-// with TCP keepalives, so a holder whose host vanished without closing it
-// loses the lock within about 30 s, not after the kernel's two hours.
+// connection of the lock pool: work on one organization (provisioning,
+// deletion) or one owner never overlaps, across processes too, and a
+// crashed holder releases the lock with its connection. The lock is a
+// session lock, since fn runs for seconds on other connections and a
+// transaction held open that long would block vacuum; it is released
+// before the connection goes back to the pool, or the connection is closed.
+// The server probes the idle connection with TCP keepalives, so a holder
+// whose host vanished without closing it loses the lock within about 30 s,
+// not after the kernel's two hours.
 func (p *Provisioner) withLock(ctx context.Context, kind string, id int64, fn func() error) error {
-	cfg, err := lockConnConfig(p.coreDSN)
-	if err != nil {
-		return fmt.Errorf("lock connection: %w", err)
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return fmt.Errorf("lock connection: %w", err)
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	key := lockKey(kind, id)
-	if _, err := conn.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended($1, 0))`, key); err != nil {
-		return fmt.Errorf("lock %s %d: %w", kind, id, err)
-	}
-	return fn()
+	return withAdvisoryLock(ctx, p.locks, lockKey(kind, id), false, func(*pgxpool.Conn) error { return fn() })
 }
 
 // lockKey names the advisory lock of work on one organization or owner.
@@ -702,19 +725,27 @@ func lockKey(kind string, id int64) string {
 	return "tenantbase." + kind + "." + strconv.FormatInt(id, 10)
 }
 
-// lockConnConfig is the configuration of a lock connection to dsn: the
-// server notices a holder's vanished host by TCP keepalive probes after
-// 15 s idle, every 5 s, and ends the session after 3 unanswered.
-func lockConnConfig(dsn string) (*pgx.ConnConfig, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+// lockPoolConfig is the configuration of the lock connections' pool on
+// dsn: the server notices a holder's vanished host by TCP keepalive probes
+// after 15 s idle, every 5 s, and ends the session after 3 unanswered. A
+// provisioning, deletion or move holds one connection while it runs, and
+// an owner's password sync one more: the pool is sized for many workers.
+func lockPoolConfig(dsn string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		return nil, err
 	}
-	cfg.RuntimeParams["tcp_keepalives_idle"] = "15"
-	cfg.RuntimeParams["tcp_keepalives_interval"] = "5"
-	cfg.RuntimeParams["tcp_keepalives_count"] = "3"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_idle"] = "15"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_interval"] = "5"
+	cfg.ConnConfig.RuntimeParams["tcp_keepalives_count"] = "3"
+	cfg.MaxConns = lockConns
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = time.Minute
 	return cfg, nil
 }
+
+// lockConns bounds the lock connections of one control plane.
+const lockConns = 32
 
 // TenantDSN is a DSN for org's tenant database as its own role, with the
 // stored password, on the server it lives on: what any work inside a

@@ -286,11 +286,18 @@ func TestProvisionConverges(t *testing.T) {
 			},
 		},
 		{
+			// The copy of the template gets its owner with the migrate step.
 			name: "owner row present as a member with an old hash",
 			prepare: func(t *testing.T, org organizations.Organization) {
-				name := stopBefore(t, org, provisioning.StepSyncOwner)
+				name := stopBefore(t, org, provisioning.StepMigrate)
 				testenv.Exec(t, testenv.OnDatabase(t, f.server, name),
 					`INSERT INTO tenantuser (email, password_hash, role) VALUES ('owner@example.com', 'old-hash', 'member')`)
+			},
+		},
+		{
+			name: "crash before sync_owner",
+			prepare: func(t *testing.T, org organizations.Organization) {
+				stopBefore(t, org, provisioning.StepSyncOwner)
 			},
 		},
 		{

@@ -232,18 +232,21 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 // and everything else the template role owns there, and the schema's
 // grant to it taken back. It returns the copy's migration version and
 // whether it is dirty; a database that is no copy has nothing to hand
-// over and answers its own version (0 when never migrated).
-func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Credentials) (version uint, dirty bool, err error) {
+// over and answers its own version (0 when never migrated). then runs in
+// the same transaction with the version of a copy that is not dirty, and
+// its answer is returned as done.
+func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Credentials,
+	then func(context.Context, pgx.Tx, uint) (bool, error)) (version uint, dirty, done bool, err error) {
 	conn, err := pgx.Connect(ctx, sc.adminDSN(creds.Name))
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	tmpl := pgx.Identifier{TemplateName(p.deployment)}.Sanitize()
 	// Only this deployment's template role is ours to take from.
 	tag, _, err := roleTag(ctx, sc, TemplateName(p.deployment))
 	if err != nil {
-		return 0, false, err
+		return 0, false, false, err
 	}
 	ours := tag == TemplateTag(p.deployment, 0)
 	adopt := func(tx pgx.Tx) error {
@@ -264,7 +267,11 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 		if errors.Is(err, pgx.ErrNoRows) {
 			return nil
 		}
+		if err != nil || dirty {
+			return err
+		}
 		version = uint(v)
+		done, err = then(ctx, tx, version)
 		return err
 	}
 	if ours {
@@ -277,7 +284,7 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 	} else {
 		err = pgx.BeginFunc(ctx, conn, adopt)
 	}
-	return version, dirty, err
+	return version, dirty, done, err
 }
 
 // withAdvisoryLock runs fn on one connection of pool holding the session
@@ -285,7 +292,7 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 func withAdvisoryLock(ctx context.Context, pool *pgxpool.Pool, key string, shared bool, fn func(*pgxpool.Conn) error) error {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("lock %s: %w", key, err)
 	}
 	defer conn.Release()
 	lock, unlock := "pg_advisory_lock", "pg_advisory_unlock"
@@ -293,7 +300,7 @@ func withAdvisoryLock(ctx context.Context, pool *pgxpool.Pool, key string, share
 		lock, unlock = "pg_advisory_lock_shared", "pg_advisory_unlock_shared"
 	}
 	if _, err := conn.Exec(ctx, `SELECT `+lock+`(hashtextextended($1, 0))`, key); err != nil {
-		return err
+		return fmt.Errorf("lock %s: %w", key, err)
 	}
 	defer func() {
 		if _, err := conn.Exec(context.WithoutCancel(ctx), `SELECT `+unlock+`(hashtextextended($1, 0))`, key); err != nil {
