@@ -26,12 +26,14 @@ func Sessions(tb testing.TB) *SessionCounter {
 	return &SessionCounter{conn: conn}
 }
 
-// Count returns how many server sessions are open on the databases.
+// Count returns how many client sessions are open on the databases: the
+// ones max_connections counts, not autovacuum workers, which visit a
+// database now and then.
 func (s *SessionCounter) Count(tb testing.TB, databases ...string) int {
 	tb.Helper()
 	var n int
 	if err := s.conn.QueryRow(context.Background(),
-		`SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1)`, databases).Scan(&n); err != nil {
+		`SELECT count(*) FROM pg_stat_activity WHERE datname = ANY($1) AND backend_type = 'client backend'`, databases).Scan(&n); err != nil {
 		tb.Fatalf("testenv: count sessions: %v", err)
 	}
 	return n
