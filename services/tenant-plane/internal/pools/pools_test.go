@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -143,7 +142,7 @@ func startCluster(maxConnections int) (string, *pgcluster.Cluster, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	port, err := freePort()
+	port, err := pgcluster.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
@@ -161,15 +160,6 @@ func startCluster(maxConnections int) (string, *pgcluster.Cluster, error) {
 		return "", nil, err
 	}
 	return c.DSN("postgres"), c, nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // observer watches a server through one superuser connection of its own;
