@@ -219,7 +219,7 @@ func (s *stack) sampleConnections(ctx context.Context, databases string) *connec
 		defer conn.Close(context.Background())
 		for {
 			var n int
-			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1`, databases).Scan(&n); err != nil {
+			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname LIKE $1 AND backend_type = 'client backend'`, databases).Scan(&n); err != nil {
 				c.err = err
 				return
 			}

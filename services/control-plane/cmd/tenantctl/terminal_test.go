@@ -75,7 +75,6 @@ func (term *terminal) waitScreen(t *testing.T, text string) {
 	}, "the terminal shows "+text)
 }
 
-// type writes what a person types.
 // typeSecret types line once the terminal no longer echoes: the prompt is
 // written a moment before the program turns echo off, and a line typed in
 // between would be echoed (a person does not type that fast).
@@ -88,6 +87,7 @@ func (term *terminal) typeSecret(t *testing.T, line string) {
 	term.typeLine(t, line)
 }
 
+// typeLine writes what a person types.
 func (term *terminal) typeLine(t *testing.T, line string) {
 	t.Helper()
 	if _, err := term.tty.WriteString(line + "\r"); err != nil {

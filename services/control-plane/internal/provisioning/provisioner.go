@@ -270,10 +270,9 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 			return err
 		}
 		var (
-			version   uint
-			owner     accounts.Credentials
-			synced    bool
-			ownerHash string
+			version uint
+			owner   accounts.Credentials
+			synced  bool
 		)
 		if err := p.step(ctx, orgID, StepMigrate, func() error {
 			if owner, err = accounts.OwnerCredentials(ctx, p.core, org.OwnerID); err != nil {
@@ -286,11 +285,9 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 		}
 		if err := p.step(ctx, orgID, StepSyncOwner, func() error {
 			if synced {
-				ownerHash = owner.PasswordHash
 				return nil
 			}
-			ownerHash, err = p.syncOwner(ctx, sc, org.OwnerID, creds)
-			return err
+			return p.syncOwner(ctx, sc, owner, creds)
 		}); err != nil {
 			return err
 		}
@@ -300,7 +297,7 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 				// concurrent password change: either its sync job sees this
 				// tenant ready, or the hash read here is already the new one.
 				current, err := accounts.LockPasswordHash(ctx, tx, org.OwnerID)
-				if err != nil || current == ownerHash {
+				if err != nil || current == owner.PasswordHash {
 					return err
 				}
 				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, org.OwnerID)
@@ -525,14 +522,7 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID 
 // interrupted by a crash leaves golang-migrate's dirty flag; the database
 // holds nothing yet, so it is recreated.
 func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials, owner accounts.Credentials) (version uint, synced bool, err error) {
-	latest := p.migrations.Latest()
-	upsert := func(ctx context.Context, tx pgx.Tx, v uint) (bool, error) {
-		if v != latest {
-			return false, nil
-		}
-		return true, tenantdb.UpsertAdmin(ctx, tx, owner.Email, owner.PasswordHash)
-	}
-	version, dirty, synced, err := p.adoptClone(ctx, sc, creds, upsert)
+	version, dirty, synced, err := p.adoptClone(ctx, sc, creds, owner)
 	if err != nil {
 		return 0, false, err
 	}
@@ -544,10 +534,11 @@ func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, 
 		if err := p.ensureDatabase(ctx, sc, orgID, creds, true); err != nil {
 			return 0, false, err
 		}
-		if version, dirty, synced, err = p.adoptClone(ctx, sc, creds, upsert); err != nil {
+		if version, dirty, synced, err = p.adoptClone(ctx, sc, creds, owner); err != nil {
 			return 0, false, err
 		}
 	}
+	latest := p.migrations.Latest()
 	if !dirty && version == latest {
 		return version, synced, nil
 	}
@@ -556,18 +547,14 @@ func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, 
 }
 
 // syncOwner makes the owner the tenant's admin, with the same email and
-// password hash as in the core, and returns the hash it copied.
-func (p *Provisioner) syncOwner(ctx context.Context, sc *serverConn, ownerID int64, creds Credentials) (string, error) {
-	o, err := accounts.OwnerCredentials(ctx, p.core, ownerID)
-	if err != nil {
-		return "", err
-	}
+// password hash as in the core (as read by the migrate step).
+func (p *Provisioner) syncOwner(ctx context.Context, sc *serverConn, o accounts.Credentials, creds Credentials) error {
 	conn, err := pgx.Connect(ctx, sc.tenantDSN(creds))
 	if err != nil {
-		return "", err
+		return err
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	return o.PasswordHash, tenantdb.UpsertAdmin(ctx, conn, o.Email, o.PasswordHash)
+	return tenantdb.UpsertAdmin(ctx, conn, o.Email, o.PasswordHash)
 }
 
 // SyncOwnerPassword copies the owner's current password hash into their

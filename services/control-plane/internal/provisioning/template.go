@@ -14,6 +14,7 @@ import (
 
 	"tenantbase/libs/pgutil"
 	"tenantbase/libs/tenantdb"
+	"tenantbase/services/control-plane/internal/accounts"
 )
 
 // A template database per server and deployment holds the tenant schema
@@ -232,11 +233,11 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 // and everything else the template role owns there, and the schema's
 // grant to it taken back. It returns the copy's migration version and
 // whether it is dirty; a database that is no copy has nothing to hand
-// over and answers its own version (0 when never migrated). then runs in
-// the same transaction with the version of a copy that is not dirty, and
-// its answer is returned as done.
+// over and answers its own version (0 when never migrated). A copy at the
+// newest version, not dirty, gets owner as its admin in the same
+// transaction (synced).
 func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Credentials,
-	then func(context.Context, pgx.Tx, uint) (bool, error)) (version uint, dirty, done bool, err error) {
+	owner accounts.Credentials) (version uint, dirty, synced bool, err error) {
 	conn, err := pgx.Connect(ctx, sc.adminDSN(creds.Name))
 	if err != nil {
 		return 0, false, false, err
@@ -270,9 +271,11 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 		if err != nil || dirty {
 			return err
 		}
-		version = uint(v)
-		done, err = then(ctx, tx, version)
-		return err
+		if version = uint(v); version != p.migrations.Latest() {
+			return nil
+		}
+		synced = true
+		return tenantdb.UpsertAdmin(ctx, tx, owner.Email, owner.PasswordHash)
 	}
 	if ours {
 		// REASSIGN OWNED moves the role's databases too, and a build's
@@ -284,7 +287,7 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 	} else {
 		err = pgx.BeginFunc(ctx, conn, adopt)
 	}
-	return version, dirty, done, err
+	return version, dirty, synced, err
 }
 
 // withAdvisoryLock runs fn on one connection of pool holding the session
