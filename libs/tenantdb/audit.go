@@ -6,11 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"tenantbase/libs/apperr"
+	"tenantbase/libs/auditlog"
 	"tenantbase/libs/page"
 	"tenantbase/libs/reqctx"
 )
@@ -76,20 +76,9 @@ func RecordAudit(ctx context.Context, tx pgx.Tx, e AuditEntry) error {
 	return nil
 }
 
-// AuditRow is a recorded entry of the tenant's audit log.
-type AuditRow struct {
-	ID         int64          `json:"id"`
-	At         time.Time      `json:"at"`
-	ActorType  string         `json:"actor_type"`
-	ActorID    *int64         `json:"actor_id"`
-	Action     string         `json:"action"`
-	TargetType string         `json:"target_type"`
-	TargetID   string         `json:"target_id"`
-	RequestID  *string        `json:"request_id"`
-	ClientIP   *string        `json:"client_ip"`
-	Outcome    string         `json:"outcome"`
-	Detail     map[string]any `json:"detail"`
-}
+// AuditRow is a recorded entry of the tenant's audit log: the same row as
+// the core database's log.
+type AuditRow = auditlog.Row
 
 // AuditFilter selects rows for ListAudit; zero fields do not filter.
 type AuditFilter struct {
@@ -108,22 +97,14 @@ func ListAudit(ctx context.Context, q Querier, f AuditFilter, r page.Request) (p
 	if f.TargetID > 0 {
 		target = strconv.FormatInt(f.TargetID, 10)
 	}
-	rows, err := q.Query(ctx, `SELECT id, at, actor_type, actor_id, action, target_type, target_id, request_id,
-			host(client_ip), outcome, detail
-		FROM audit_log
+	rows, err := q.Query(ctx, auditlog.Select+`
 		WHERE ($1::bigint = 0 OR id < $1) AND ($2::bigint = 0 OR actor_id = $2)
 			AND ($3 = '' OR (target_type = 'user' AND target_id = $3)) AND ($4 = '' OR action = $4)
 		ORDER BY id DESC LIMIT $5`, r.Cursor, f.ActorID, target, f.Action, r.Limit+1)
 	if err != nil {
 		return page.Page[AuditRow]{}, fmt.Errorf("list audit: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AuditRow, error) {
-		var a AuditRow
-		err := row.Scan(&a.ID, &a.At, &a.ActorType, &a.ActorID, &a.Action, &a.TargetType, &a.TargetID, &a.RequestID,
-			&a.ClientIP, &a.Outcome, &a.Detail)
-		a.At = a.At.UTC()
-		return a, err
-	})
+	list, err := pgx.CollectRows(rows, auditlog.Scan)
 	if err != nil {
 		return page.Page[AuditRow]{}, fmt.Errorf("list audit: %w", err)
 	}

@@ -16,11 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"tenantbase/libs/apperr"
+	"tenantbase/libs/auditlog"
 	"tenantbase/libs/page"
 	"tenantbase/libs/reqctx"
 )
@@ -142,20 +142,9 @@ func Record(ctx context.Context, tx pgx.Tx, e Entry) error {
 	return nil
 }
 
-// Row is a recorded entry as the API shows it.
-type Row struct {
-	ID         int64          `json:"id"`
-	At         time.Time      `json:"at"`
-	ActorType  string         `json:"actor_type"`
-	ActorID    *int64         `json:"actor_id"`
-	Action     string         `json:"action"`
-	TargetType string         `json:"target_type"`
-	TargetID   string         `json:"target_id"`
-	RequestID  *string        `json:"request_id"`
-	ClientIP   *string        `json:"client_ip"`
-	Outcome    string         `json:"outcome"`
-	Detail     map[string]any `json:"detail"`
-}
+// Row is a recorded entry as the API shows it: the same row as a tenant
+// database's log.
+type Row = auditlog.Row
 
 // Filter selects rows for List; zero fields do not filter.
 type Filter struct {
@@ -185,22 +174,14 @@ func List(ctx context.Context, q Querier, f Filter) (page.Page[Row], error) {
 			return page.Page[Row]{}, apperr.Invalid(name, fmt.Sprintf("must be at most %d characters", maxFilterLen))
 		}
 	}
-	rows, err := q.Query(ctx, `SELECT id, at, actor_type, actor_id, action, target_type, target_id, request_id,
-			host(client_ip), outcome, detail
-		FROM audit_log
+	rows, err := q.Query(ctx, auditlog.Select+`
 		WHERE ($1::bigint = 0 OR id < $1) AND ($2::bigint = 0 OR actor_id = $2)
 			AND ($3 = '' OR target_type = $3) AND ($4 = '' OR target_id = $4) AND ($5 = '' OR action = $5)
 		ORDER BY id DESC LIMIT $6`, r.Cursor, f.ActorID, f.TargetType, f.TargetID, f.Action, r.Limit+1)
 	if err != nil {
 		return page.Page[Row]{}, fmt.Errorf("audit: list: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Row, error) {
-		var a Row
-		err := row.Scan(&a.ID, &a.At, &a.ActorType, &a.ActorID, &a.Action, &a.TargetType, &a.TargetID, &a.RequestID,
-			&a.ClientIP, &a.Outcome, &a.Detail)
-		a.At = a.At.UTC()
-		return a, err
-	})
+	list, err := pgx.CollectRows(rows, auditlog.Scan)
 	if err != nil {
 		return page.Page[Row]{}, fmt.Errorf("audit: list: %w", err)
 	}
