@@ -5,6 +5,7 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"tenantbase/libs/events"
+	"tenantbase/services/control-plane/internal/outbox"
 )
 
 // DuplicateWindow is how long JetStream remembers message ids. A relay
@@ -165,6 +167,12 @@ func (b *Bus) Publish(ctx context.Context, eventType, msgID string, data []byte)
 		b.mu.Lock()
 		b.ensured = false
 		b.mu.Unlock()
+		// The server answered and would not store this message: the event
+		// may be at fault. Anything else is the connection's.
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) || errors.Is(err, nats.ErrMaxPayload) {
+			return fmt.Errorf("natsbus: publish %s: %w: %w", subject, outbox.ErrRefused, err)
+		}
 		return fmt.Errorf("natsbus: publish %s: %w", subject, err)
 	}
 	return nil

@@ -41,9 +41,17 @@ func Add(ctx context.Context, tx pgx.Tx, e events.Envelope) error {
 
 // Publisher delivers one event of eventType and returns once the bus has
 // stored it. msgID is the event id, used by the bus to drop duplicates.
+// An error wraps ErrRefused when the bus received the event and answered
+// that it will not store it; any other error (the bus is down, slow or
+// unreachable) is the bus's, never the event's.
 type Publisher interface {
 	Publish(ctx context.Context, eventType, msgID string, data []byte) error
 }
+
+// ErrRefused marks a Publisher error in which the bus answered and refused
+// the event (too large for the stream, say). Only refused events are ever
+// set aside: an event that failed because the bus was down keeps its place.
+var ErrRefused = errors.New("the bus refused the event")
 
 // Relay moves committed events from the outbox to a Publisher.
 type Relay struct {
@@ -61,7 +69,7 @@ type Relay struct {
 	// Wake, when set, ends a wait at once: the bus is back, so the relay
 	// need not sit out its backoff.
 	Wake <-chan struct{}
-	// DeadAfter is how many failed publishes of one event (default 10) set
+	// DeadAfter is how many refused publishes of one event (default 10) set
 	// it aside, once a later event went through: the bus refuses this one,
 	// and it must not hold up every event behind it.
 	DeadAfter int
@@ -221,16 +229,12 @@ func (r *Relay) Flush(ctx context.Context, limit int) (int, error) {
 			return 0, errors.Join(err, uerr)
 		}
 		// Later events wait for this one, so subscribers see them in
-		// order, unless it failed often enough, the next one goes through
-		// and this one fails once more right after: then the bus refuses
-		// this event only (the retry keeps a bus that was just recovering
-		// from costing an event its place), and it is set aside.
-		if p.attempts+1 >= cmp.Or(r.DeadAfter, 10) && i+1 < len(pending) && publish(pending[i+1]) == nil {
-			if publish(p) == nil {
-				published = append(published, p.id, pending[i+1].id)
-				i++
-				continue
-			}
+		// order, unless the bus refused it often enough and the next one
+		// goes through: then the bus refuses this event only, and it is set
+		// aside. A failure that is not a refusal (the bus is down or just
+		// coming back) never lets a later event go first.
+		if errors.Is(err, ErrRefused) && p.attempts+1 >= cmp.Or(r.DeadAfter, 10) &&
+			i+1 < len(pending) && publish(pending[i+1]) == nil {
 			if _, uerr := tx.Exec(ctx, `UPDATE event_outbox SET dead_at = now() WHERE id = $1`, p.id); uerr != nil {
 				return 0, uerr
 			}

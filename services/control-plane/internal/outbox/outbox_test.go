@@ -215,6 +215,52 @@ func TestBusDownKeepsEvents(t *testing.T) {
 	}
 }
 
+// expiringOnce is the real bus whose first publish of one event runs out
+// of time, as a publish does while NATS is coming back.
+type expiringOnce struct {
+	*countingBus
+	msgID string
+	done  bool
+}
+
+func (e *expiringOnce) Publish(ctx context.Context, subject, msgID string, data []byte) error {
+	if msgID == e.msgID && !e.done {
+		e.done = true
+		expired, cancel := context.WithTimeout(ctx, 0)
+		defer cancel()
+		return e.countingBus.Publish(expired, subject, msgID, data)
+	}
+	return e.countingBus.Publish(ctx, subject, msgID, data)
+}
+
+// TestABusComingBackKeepsOrder fails an event that already failed often,
+// with an error that is the bus's (a timeout), while the events behind it
+// would go through: none of them goes first, and nothing is set aside.
+func TestABusComingBackKeepsOrder(t *testing.T) {
+	t.Parallel()
+	core, pool, srv, bus := setup(t)
+	ctx := context.Background()
+	first := add(t, pool, 1)
+	add(t, pool, 2)
+	add(t, pool, 3)
+	testenv.Exec(t, core, `UPDATE event_outbox SET attempts = 5`)
+	r := &outbox.Relay{Pool: pool, DSN: core, Publisher: &expiringOnce{countingBus: bus, msgID: first.ID}, Log: quiet(), DeadAfter: 1}
+	if n, err := r.Flush(ctx, 10); err == nil || n != 0 {
+		t.Fatalf("Flush with the first event timing out = %d, %v; want 0 and an error", n, err)
+	}
+	if n, err := r.Flush(ctx, 10); err != nil || n != 3 {
+		t.Fatalf("second Flush = %d, %v; want all three", n, err)
+	}
+	if got := streamTenants(t, srv.URL(), 3); got[0] != 1 || got[1] != 2 || got[2] != 3 {
+		t.Fatalf("stream holds %v, want [1 2 3]", got)
+	}
+	var dead int
+	testenv.QueryRow(t, core, `SELECT count(*) FROM event_outbox WHERE dead_at IS NOT NULL`, nil, &dead)
+	if dead != 0 {
+		t.Fatalf("%d events set aside after a timeout, want 0", dead)
+	}
+}
+
 // TestAnEventTheBusRefusesIsSetAside writes an event too large for the
 // stream between small ones: after DeadAfter failures, while the next
 // event goes through, it is set aside with its error and counted, and the
