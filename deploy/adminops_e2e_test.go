@@ -126,11 +126,19 @@ func TestAdminOpsThroughIngress(t *testing.T) {
 		if me.ID != o.OwnerID || !me.IsVerified || !me.IsOwner {
 			t.Fatalf("invited owner after acceptance %+v, want verified owner %d", me, o.OwnerID)
 		}
-		// The password reaches the tenant through the sync job.
+		// The password reaches the tenant through the sync job, enqueued
+		// with the acceptance. Polling the tenant login instead would lock
+		// the account with failures if the job takes a moment.
 		testenv.Eventually(t, 60*time.Second, func() bool {
-			return tenantLogin(t, o.ID, email, password).Status == http.StatusOK
-		}, "the invited owner logging in to the tenant")
+			var pending, done int
+			testenv.QueryRow(t, s.coreDB, `SELECT count(*) FILTER (WHERE state NOT IN ('completed', 'cancelled', 'discarded')),
+				count(*) FILTER (WHERE state = 'completed')
+				FROM river_job WHERE kind = 'sync_owner_password' AND args->>'owner_id' = $1`,
+				[]any{strconv.FormatInt(o.OwnerID, 10)}, &pending, &done)
+			return pending == 0 && done > 0
+		}, "the owner's password sync")
 		r = tenantLogin(t, o.ID, email, password)
+		r.Expect(t, http.StatusOK)
 		if p := s.profile(t, e2eTokens(t, r), strconv.FormatInt(o.ID, 10)); p.Role != "admin" {
 			t.Fatalf("invited owner's tenant role %q", p.Role)
 		}

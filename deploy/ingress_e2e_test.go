@@ -350,8 +350,10 @@ func e2eStep(t *testing.T, name string, step func(t *testing.T)) {
 
 // e2eStack is the running system: nginx in front of the four processes.
 type e2eStack struct {
-	url           string
-	dir           string
+	url string
+	dir string
+	// coreDB is the control planes' core database.
+	coreDB        string
 	serviceToken  string
 	firstOrgID    int64
 	smtp          *testenv.SMTPServer
@@ -402,6 +404,7 @@ func e2eStartStack(t *testing.T) *e2eStack {
 	nats := testenv.NATS(t)
 	server := testenv.PostgresURL(t)
 	coreDB := testenv.NewDatabase(t)
+	s.coreDB = coreDB
 	base := []string{"PATH=" + os.Getenv("PATH"), "ENV=test", "BCRYPT_COST=4", "SHUTDOWN_TIMEOUT=5s", "NATS_URL=" + nats.URL()}
 
 	cpEnv := append(slices.Clone(base),
