@@ -172,6 +172,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) erro
 		Deployment:      dep,
 		CoreDSN:         cfg.DatabaseURL.Reveal(),
 		ConnectionLimit: cfg.TenantConnectionLimit,
+		Spares:          cfg.TenantSpareDatabases,
 		MoveGrace:       cfg.MoveGracePeriod,
 		MoveTimeout:     cfg.MoveTimeout,
 		PGBinDir:        cfg.PGBinDir,

@@ -54,6 +54,10 @@ type Config struct {
 	// role (-1: none): at least tenant-plane replicas x POOL_PER_TENANT_MAX,
 	// plus a few for the control plane.
 	TenantConnectionLimit int `envconfig:"TENANT_CONNECTION_LIMIT" default:"20"`
+	// TenantSpareDatabases is how many spare tenant databases each active
+	// server keeps ready, so that provisioning renames one instead of
+	// waiting for CREATE DATABASE; 0 turns them off.
+	TenantSpareDatabases int `envconfig:"TENANT_SPARE_DATABASES" default:"2"`
 	// MoveGracePeriod keeps the source database of a moved tenant this long
 	// before it is dropped; longer than the tenant plane's TENANT_CACHE_TTL,
 	// so that every replica has switched even if it missed the event.
@@ -209,6 +213,7 @@ func (c Config) Validate() error {
 	check(c.TenantDBPort < 0 || c.TenantDBPort > 65535, "TENANT_DB_PORT must be a port number")
 	check(c.TenantDBMaxTenants < 1, "TENANT_DB_MAX_TENANTS must be at least 1")
 	check(c.TenantConnectionLimit == 0 || c.TenantConnectionLimit < -1, "TENANT_CONNECTION_LIMIT must be -1 (none) or positive")
+	check(c.TenantSpareDatabases < 0 || c.TenantSpareDatabases > 100, "TENANT_SPARE_DATABASES must be between 0 and 100")
 	check(c.MoveGracePeriod < 0, "MOVE_GRACE_PERIOD must not be negative")
 	check(c.MoveTimeout <= 0, "MOVE_TIMEOUT must be positive")
 	if err := deployment.Validate(c.DeploymentID); err != nil {

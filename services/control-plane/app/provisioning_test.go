@@ -447,6 +447,15 @@ func TestProvisioningCrashConverges(t *testing.T) {
 		api.WaitStatus(t, owner.AccessToken, id, "ready", 3*time.Minute)
 	}
 
+	// Refills of spare databases were killed too; once those rescued and
+	// those asked for since have run, the server holds the spares wanted.
+	testenv.Eventually(t, time.Minute, func() bool {
+		var n int
+		testenv.QueryRow(t, core, `SELECT count(*) FROM river_job WHERE kind = 'refill_spare_databases'
+			AND state NOT IN ('completed', 'cancelled', 'discarded')`, nil, &n)
+		return n == 0
+	}, "spare refills done")
+
 	server := testenv.PostgresURL(t)
 	dep := cptest.Deployment(t, core)
 	perTag := map[string]int{}
@@ -478,6 +487,21 @@ func TestProvisioningCrashConverges(t *testing.T) {
 	}
 	delete(perTag, provisioning.TemplateTag(dep, tenantdb.LatestVersion()))
 	delete(perTag, provisioning.TemplateTag(dep, 0))
+	// And the default two spares, ready: each a role and its database.
+	if perTag[provisioning.SpareTag(dep, tenantdb.LatestVersion())] != 2 || perTag[provisioning.SpareTag(dep, 0)] != 2 {
+		t.Errorf("spare objects %v, want two ready spares and their roles", perTag)
+	}
+	delete(perTag, provisioning.SpareTag(dep, tenantdb.LatestVersion()))
+	delete(perTag, provisioning.SpareTag(dep, 0))
+	var spareDBs int
+	testenv.QueryRow(t, server, `SELECT count(*) FROM pg_database WHERE starts_with(datname, $1)`,
+		[]any{provisioning.SparePrefix(dep)}, &spareDBs)
+	if spareDBs != 2 {
+		t.Errorf("%d databases named as spares, want the two ready ones: a killed build was left behind", spareDBs)
+	}
+	if logs, err := os.ReadFile(child.logs.Name()); err == nil {
+		t.Logf("%d of %d organizations took a spare", strings.Count(string(logs), `"from_spare":true`), orgs)
+	}
 	if len(perTag) > 0 {
 		t.Errorf("orphans tagged by this deployment: %v", perTag)
 	}

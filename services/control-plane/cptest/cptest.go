@@ -110,6 +110,9 @@ func Start(tb testing.TB, opts Options) *ControlPlane {
 	// Tests create many organizations for one owner; the quota test sets
 	// its own limit.
 	cfg.OwnerMaxOrganizations = 1000
+	// Spares would add two CREATE DATABASE to every test's start; the
+	// tests of spares turn them on.
+	cfg.TenantSpareDatabases = 0
 	if opts.Configure != nil {
 		opts.Configure(&cfg)
 	}
@@ -222,13 +225,13 @@ func DropDeployment(tb testing.TB, server, dep string) {
 	defer conn.Close(context.Background())
 	prefix := provisioning.TagPrefix(dep)
 	for _, q := range []struct{ list, drop string }{
-		// The template is also dropped by name: a build killed between
-		// its CREATE DATABASE and its tag leaves the database untagged.
-		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1) OR datname = $2`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
-		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1) OR rolname = $2`, "DROP ROLE IF EXISTS %s"},
+		// The template and spares are also dropped by name: a build killed
+		// between its CREATE DATABASE and its tag leaves the database untagged.
+		{`SELECT datname FROM pg_database WHERE starts_with(shobj_description(oid, 'pg_database'), $1) OR datname = $2 OR starts_with(datname, $3)`, "DROP DATABASE IF EXISTS %s WITH (FORCE)"},
+		{`SELECT rolname FROM pg_roles WHERE starts_with(shobj_description(oid, 'pg_authid'), $1) OR rolname = $2 OR starts_with(rolname, $3)`, "DROP ROLE IF EXISTS %s"},
 	} {
 		lctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		rows, err := conn.Query(lctx, q.list, prefix, provisioning.TemplateName(dep))
+		rows, err := conn.Query(lctx, q.list, prefix, provisioning.TemplateName(dep), provisioning.SparePrefix(dep))
 		if err != nil {
 			cancel()
 			tb.Errorf("cptest: list tenants: %v", err)

@@ -135,9 +135,10 @@ func (w *purgeRefreshWorker) Work(ctx context.Context, _ *river.Job[PurgeRefresh
 }
 
 // periodicJobs are the maintenance jobs the leader among the runners
-// inserts on schedule (and once at its start).
-func periodicJobs(reconcileEvery time.Duration) []*river.PeriodicJob {
-	return []*river.PeriodicJob{
+// inserts on schedule (and once at its start); spares adds the refill of
+// every server's spare databases.
+func periodicJobs(reconcileEvery time.Duration, spares bool) []*river.PeriodicJob {
+	jobs := []*river.PeriodicJob{
 		river.NewPeriodicJob(river.PeriodicInterval(reconcileEvery),
 			func() (river.JobArgs, *river.InsertOpts) { return ReconcileArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}),
@@ -148,4 +149,13 @@ func periodicJobs(reconcileEvery time.Duration) []*river.PeriodicJob {
 			func() (river.JobArgs, *river.InsertOpts) { return ResumeMovesArgs{}, nil },
 			&river.PeriodicJobOpts{RunOnStart: true}),
 	}
+	if spares {
+		jobs = append(jobs, river.NewPeriodicJob(river.PeriodicInterval(time.Minute),
+			func() (river.JobArgs, *river.InsertOpts) {
+				opts := refillOpts
+				return RefillSparesArgs{}, &opts
+			},
+			&river.PeriodicJobOpts{RunOnStart: true}))
+	}
+	return jobs
 }

@@ -69,6 +69,9 @@ type Options struct {
 	// Migrations are the tenant migrations new tenants get, up to the
 	// newest; nil means the embedded ones.
 	Migrations *tenantdb.Migrations
+	// Spares is how many spare databases each active server keeps ready
+	// for new tenants (spares.go); 0 means none.
+	Spares int
 }
 
 // Provisioner runs the provisioning, deletion, owner-sync, move and
@@ -253,20 +256,27 @@ func openPassword(box *secretbox.Box, orgID int64, d organizations.Placement) (s
 func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 	return p.withOrganization(ctx, orgID, organizations.StatusProvisioning, func(org organizations.Organization) error {
 		var (
-			sc    *serverConn
-			creds Credentials
-			err   error
+			sc      *serverConn
+			creds   Credentials
+			claimed bool
+			err     error
 		)
 		if err := p.step(ctx, orgID, StepCreateRole, func() error {
 			if sc, err = p.place(ctx, org); err != nil {
 				return err
 			}
-			creds, err = p.ensureRole(ctx, sc, org)
+			creds, claimed, err = p.ensureRole(ctx, sc, org)
 			return err
 		}); err != nil {
 			return err
 		}
-		if err := p.step(ctx, orgID, StepCreateDatabase, func() error { return p.ensureDatabase(ctx, sc, orgID, creds, true) }); err != nil {
+		// A claimed spare is a tagged database with its grants already.
+		if err := p.step(ctx, orgID, StepCreateDatabase, func() error {
+			if claimed {
+				return nil
+			}
+			return p.ensureDatabase(ctx, sc, orgID, creds, true)
+		}); err != nil {
 			return err
 		}
 		var (
@@ -293,6 +303,11 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 		}
 		return p.step(ctx, orgID, StepMarkReady, func() error {
 			ok, err := p.store.MarkReady(ctx, orgID, int(version), func(tx pgx.Tx, org organizations.Organization) error {
+				if p.opts.Spares > 0 {
+					if err := p.jobs.enqueueRefill(ctx, tx, sc.server.ID); err != nil {
+						return err
+					}
+				}
 				// Locking the owner row orders this commit against a
 				// concurrent password change: either its sync job sees this
 				// tenant ready, or the hash read here is already the new one.
@@ -303,7 +318,7 @@ func (p *Provisioner) Provision(ctx context.Context, orgID int64) error {
 				return p.jobs.EnqueueOwnerPasswordSync(ctx, tx, org.OwnerID)
 			})
 			if err == nil && ok {
-				p.log.Info("tenant ready", "tenant_id", orgID, "db_server_id", sc.server.ID, "schema_version", version)
+				p.log.Info("tenant ready", "tenant_id", orgID, "db_server_id", sc.server.ID, "schema_version", version, "from_spare", claimed)
 			}
 			return err
 		})
@@ -392,26 +407,29 @@ func (p *Provisioner) roleAttributes(verifier string) string {
 }
 
 // ensureRole records the placement and a sealed password once, then makes
-// the role on the tenant's server match it. The password is stored before
-// the role exists, so a crash in between leaves a password that the next
-// run applies.
-func (p *Provisioner) ensureRole(ctx context.Context, sc *serverConn, org organizations.Organization) (Credentials, error) {
+// the role on the tenant's server match it: a spare claimed and renamed
+// (claimed: its database is made too), else a role of its own. The
+// password is stored before the role exists, so a crash in between leaves
+// a password that the next run applies.
+func (p *Provisioner) ensureRole(ctx context.Context, sc *serverConn, org organizations.Organization) (Credentials, bool, error) {
 	name := ObjectName(p.deployment, org.ID)
 	place, err := p.store.SetPlacement(ctx, org.ID, organizations.Placement{
 		Host: sc.server.Host, Port: sc.server.Port, Name: name, User: name,
 		SealedPassword: p.box.Seal([]byte(newPassword()), sealContext(org.ID)),
 	})
 	if err != nil {
-		return Credentials{}, fmt.Errorf("record placement: %w", err)
+		return Credentials{}, false, fmt.Errorf("record placement: %w", err)
 	}
 	pw, err := openPassword(p.box, org.ID, place)
 	if err != nil {
-		return Credentials{}, err
+		return Credentials{}, false, err
 	}
-	if err := p.applyRole(ctx, sc, org.ID, place.User, pw); err != nil {
-		return Credentials{}, err
+	creds := Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}
+	claimed, err := p.claimSpare(ctx, sc, org.ID, creds)
+	if err != nil || claimed {
+		return creds, claimed, err
 	}
-	return Credentials{Host: place.Host, Port: place.Port, Name: place.Name, User: place.User, Password: pw}, nil
+	return creds, false, p.applyRole(ctx, sc, org.ID, place.User, pw)
 }
 
 // applyRole creates the tenant role on sc's server with password, or
@@ -522,7 +540,7 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID 
 // interrupted by a crash leaves golang-migrate's dirty flag; the database
 // holds nothing yet, so it is recreated.
 func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, creds Credentials, owner accounts.Credentials) (version uint, synced bool, err error) {
-	version, dirty, synced, err := p.adoptClone(ctx, sc, creds, owner)
+	version, dirty, synced, err := p.adoptClone(ctx, sc, creds, &owner)
 	if err != nil {
 		return 0, false, err
 	}
@@ -534,7 +552,7 @@ func (p *Provisioner) migrate(ctx context.Context, sc *serverConn, orgID int64, 
 		if err := p.ensureDatabase(ctx, sc, orgID, creds, true); err != nil {
 			return 0, false, err
 		}
-		if version, dirty, synced, err = p.adoptClone(ctx, sc, creds, owner); err != nil {
+		if version, dirty, synced, err = p.adoptClone(ctx, sc, creds, &owner); err != nil {
 			return 0, false, err
 		}
 	}

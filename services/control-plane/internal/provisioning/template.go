@@ -38,21 +38,36 @@ func TemplateName(deploymentID string) string { return "tenant_" + deploymentID 
 // database once it is at version (0: being built). Both start with
 // TagPrefix, so removing a deployment's tagged objects removes them too.
 func TemplateTag(deploymentID string, version uint) string {
-	tag := "tenantbase deployment=" + deploymentID + " template"
-	if version > 0 {
-		tag += " version=" + strconv.FormatUint(uint64(version), 10)
-	}
-	return tag
+	return versionedTag(TagPrefix(deploymentID)+"template", version)
 }
 
 // templateVersion is the version a template tag names, 0 for none (a
 // template being built, or not a template tag).
 func templateVersion(deploymentID, tag string) uint {
-	v, err := strconv.ParseUint(strings.TrimPrefix(tag, TemplateTag(deploymentID, 0)+" version="), 10, 32)
-	if err != nil || !strings.HasPrefix(tag, TemplateTag(deploymentID, 0)+" version=") {
+	return tagVersion(TemplateTag(deploymentID, 0), tag)
+}
+
+// versionedTag is base, followed by " version=<version>" unless version
+// is 0.
+func versionedTag(base string, version uint) string {
+	if version == 0 {
+		return base
+	}
+	return base + " version=" + strconv.FormatUint(uint64(version), 10)
+}
+
+// tagVersion is the version of tag as versionedTag(base, version) wrote
+// it, 0 when tag is not such a tag.
+func tagVersion(base, tag string) uint {
+	v, ok := strings.CutPrefix(tag, base+" version=")
+	if !ok {
 		return 0
 	}
-	return uint(v)
+	n, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint(n)
 }
 
 // templateLock is the advisory lock key of the template on its server.
@@ -204,21 +219,9 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 		if migrateErr != nil {
 			return fmt.Errorf("migrate the template database: %w", migrateErr)
 		}
-		// Copies fail while a session is connected to the template: the
-		// ones closed above end on the server a moment later.
-		for {
-			var n int
-			if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1`, name).Scan(&n); err != nil || n == 0 {
-				if err != nil {
-					return err
-				}
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(5 * time.Millisecond):
-			}
+		// Copies fail while a session is connected to the template.
+		if err := waitUnused(ctx, conn, name); err != nil {
+			return err
 		}
 		_, err = conn.Exec(ctx, "COMMENT ON DATABASE "+ident+" IS "+quoteLiteral(TemplateTag(p.deployment, latest)))
 		if err == nil {
@@ -234,10 +237,10 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 // grant to it taken back. It returns the copy's migration version and
 // whether it is dirty; a database that is no copy has nothing to hand
 // over and answers its own version (0 when never migrated). A copy at the
-// newest version, not dirty, gets owner as its admin in the same
-// transaction (synced).
+// newest version, not dirty, gets owner (unless nil: a spare) as its
+// admin in the same transaction (synced).
 func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Credentials,
-	owner accounts.Credentials) (version uint, dirty, synced bool, err error) {
+	owner *accounts.Credentials) (version uint, dirty, synced bool, err error) {
 	conn, err := pgx.Connect(ctx, sc.adminDSN(creds.Name))
 	if err != nil {
 		return 0, false, false, err
@@ -271,7 +274,7 @@ func (p *Provisioner) adoptClone(ctx context.Context, sc *serverConn, creds Cred
 		if err != nil || dirty {
 			return err
 		}
-		if version = uint(v); version != p.migrations.Latest() {
+		if version = uint(v); version != p.migrations.Latest() || owner == nil {
 			return nil
 		}
 		synced = true

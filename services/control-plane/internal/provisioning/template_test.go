@@ -75,7 +75,7 @@ func TestTemplateDatabase(t *testing.T) {
 	next := tenantdbtest.NextRelease(t, "nickname",
 		"BEGIN;\nALTER TABLE tenantuser ADD COLUMN nickname TEXT;\nCOMMIT;\n",
 		"BEGIN;\nALTER TABLE tenantuser DROP COLUMN nickname;\nCOMMIT;\n")
-	newer := f.provisioner(t, &next)
+	newer := f.provisioner(t, provisioning.Options{Migrations: &next})
 	org, name := ready(newer)
 	if org.SchemaVersion != int(next.Latest()) || !hasColumn(t, testenv.OnDatabase(t, f.server, name), "tenantuser", "nickname") {
 		t.Fatalf("tenant of the next release at %d, want %d with its column", org.SchemaVersion, next.Latest())
@@ -139,16 +139,15 @@ func TestTemplateBuildCrashedBeforeItsTag(t *testing.T) {
 }
 
 // provisioner is another provisioner on f's deployment and servers, with
-// migrations as its tenant migrations.
-func (f *fixture) provisioner(t *testing.T, migrations *tenantdb.Migrations) *provisioning.Provisioner {
+// o's other options (its tenant migrations, its spares).
+func (f *fixture) provisioner(t *testing.T, o provisioning.Options) *provisioning.Provisioner {
 	t.Helper()
 	jobs, err := provisioning.NewJobs(f.pool, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := provisioning.New(f.pool, f.store, f.servers, jobs, f.box, provisioning.Options{
-		Deployment: f.dep, CoreDSN: f.core, ConnectionLimit: 20, Migrations: migrations,
-	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	o.Deployment, o.CoreDSN, o.ConnectionLimit = f.dep, f.core, 20
+	p, err := provisioning.New(f.pool, f.store, f.servers, jobs, f.box, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,13 +72,17 @@ func NewRunner(pool *pgxpool.Pool, p *Provisioner, o RunnerOptions, log *slog.Lo
 	river.AddWorker(workers, &rotateWorker{p: p})
 	river.AddWorker(workers, &dropCopyWorker{p: p})
 	river.AddWorker(workers, &resumeMovesWorker{p: p})
+	river.AddWorker(workers, &refillSparesWorker{p: p})
 	queues := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: max(o.Workers, 1)}}
+	if p.opts.Spares > 0 {
+		queues[sparesQueue] = river.QueueConfig{MaxWorkers: 1}
+	}
 	for _, q := range o.Queues {
 		q.Register(workers)
 		queues[q.Name] = river.QueueConfig{MaxWorkers: max(q.MaxWorkers, 1), FetchCooldown: q.FetchCooldown}
 	}
 	client, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
-		PeriodicJobs:         periodicJobs(cmp.Or(o.ReconcileEvery, time.Minute)),
+		PeriodicJobs:         periodicJobs(cmp.Or(o.ReconcileEvery, time.Minute), p.opts.Spares > 0),
 		Queues:               queues,
 		Workers:              workers,
 		RetryPolicy:          backoff{base: o.RetryBackoff},
