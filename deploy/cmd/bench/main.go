@@ -26,14 +26,16 @@ import (
 )
 
 type options struct {
-	only           map[string]bool
-	planeEnv       []string
-	tenants        int
-	budget         int
-	clients        int
-	duration       time.Duration
-	rounds         int
-	maxConnections int
+	only     map[string]bool
+	planeEnv []string
+	// controlPlaneEnv is added to the control plane's environment.
+	controlPlaneEnv []string
+	tenants         int
+	budget          int
+	clients         int
+	duration        time.Duration
+	rounds          int
+	maxConnections  int
 }
 
 func main() {
@@ -52,13 +54,17 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each measured load run")
 	flag.IntVar(&o.rounds, "rounds", 3, "alternating rounds of P1 (the median is reported)")
 	flag.IntVar(&o.maxConnections, "max-connections", 1200, "max_connections of the tenant server (the naive design needs many)")
-	flag.Func("plane-env", "KEY=VALUE added to the tenant plane's environment (repeatable), to compare settings", func(s string) error {
-		if !strings.Contains(s, "=") {
-			return fmt.Errorf("want KEY=VALUE, got %q", s)
-		}
-		o.planeEnv = append(o.planeEnv, s)
-		return nil
-	})
+	envFlag := func(name, plane string, env *[]string) {
+		flag.Func(name, "KEY=VALUE added to the "+plane+"'s environment (repeatable), to compare settings", func(s string) error {
+			if !strings.Contains(s, "=") {
+				return fmt.Errorf("want KEY=VALUE, got %q", s)
+			}
+			*env = append(*env, s)
+			return nil
+		})
+	}
+	envFlag("plane-env", "tenant plane", &o.planeEnv)
+	envFlag("control-plane-env", "control plane", &o.controlPlaneEnv)
 	flag.Parse()
 	if *only != "" {
 		o.only = map[string]bool{}

@@ -129,6 +129,7 @@ func startStack(ctx context.Context, o options) (*stack, error) {
 		"POOL_BUDGET="+strconv.Itoa(o.budget),
 	)
 	s.tpEnv = append(s.tpEnv, o.planeEnv...)
+	s.cpEnv = append(s.cpEnv, o.controlPlaneEnv...)
 	if out, err := command(s.bins["control-plane"], s.cpEnv, "migrate"); err != nil {
 		return s, fmt.Errorf("control-plane migrate: %v\n%s", err, out)
 	}
