@@ -185,6 +185,40 @@ func (p *Provisioner) Reseal(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// beginner is a pool or one of its connections, where a transaction starts.
+type beginner interface {
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// execTx runs statements in one transaction on db: one commit, and one
+// flush of the server's log, for all of them.
+func execTx(ctx context.Context, db beginner, statements ...string) error {
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		for _, sql := range statements {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// createTaggedRole is the statements that create role (an identifier)
+// with attrs and tag it, for execTx: a role never exists untagged.
+func createTaggedRole(role, attrs, tag string) []string {
+	return []string{"CREATE ROLE " + role + attrs, "COMMENT ON ROLE " + role + " IS " + quoteLiteral(tag)}
+}
+
+// closeDatabase is the statements that tag database db and open it to
+// role alone (both identifiers), for execTx.
+func closeDatabase(db, role, tag string) []string {
+	return []string{
+		"COMMENT ON DATABASE " + db + " IS " + quoteLiteral(tag),
+		"REVOKE CONNECT, TEMPORARY ON DATABASE " + db + " FROM PUBLIC",
+		"GRANT CONNECT, TEMPORARY ON DATABASE " + db + " TO " + role,
+	}
+}
+
 // quoteLiteral quotes s as an SQL string literal; the DDL statements that
 // take passwords and comments accept no parameters.
 func quoteLiteral(s string) string {

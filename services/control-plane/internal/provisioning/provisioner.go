@@ -445,13 +445,7 @@ func (p *Provisioner) applyRole(ctx context.Context, sc *serverConn, orgID int64
 	tag := p.tag(orgID)
 	role := pgx.Identifier{user}.Sanitize()
 	attrs := p.roleAttributes(verifier)
-	err = pgx.BeginFunc(ctx, sc.admin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+role+attrs); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+role+" IS "+quoteLiteral(tag))
-		return err
-	})
+	err = execTx(ctx, sc.admin, createTaggedRole(role, attrs, tag)...)
 	if pgutil.Code(err) == pgerrcode.DuplicateObject {
 		got, _, err := roleTag(ctx, sc, user)
 		if err != nil {
@@ -469,16 +463,7 @@ func (p *Provisioner) applyRole(ctx context.Context, sc *serverConn, orgID int64
 	}
 	// A non-superuser admin may only create databases owned by roles it
 	// is a member of, and only drop databases it may act for.
-	var super bool
-	if err := sc.admin.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil {
-		return err
-	}
-	if !super {
-		if _, err := sc.admin.Exec(ctx, "GRANT "+role+" TO CURRENT_USER"); err != nil {
-			return err
-		}
-	}
-	return nil
+	return grantToAdmin(ctx, sc.admin, role)
 }
 
 // ensureDatabase creates the tenant database owned by its role, tags it,
@@ -516,20 +501,8 @@ func (p *Provisioner) ensureDatabase(ctx context.Context, sc *serverConn, orgID 
 	default:
 		return err
 	}
-	// The tag and the grants commit together: one commit (and one flush
-	// of the server's log) instead of three.
-	return pgx.BeginFunc(ctx, sc.admin, func(tx pgx.Tx) error {
-		for _, sql := range []string{
-			"COMMENT ON DATABASE " + db + " IS " + quoteLiteral(tag),
-			"REVOKE CONNECT, TEMPORARY ON DATABASE " + db + " FROM PUBLIC",
-			"GRANT CONNECT, TEMPORARY ON DATABASE " + db + " TO " + pgx.Identifier{creds.User}.Sanitize(),
-		} {
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	// The tag and the grants commit together.
+	return execTx(ctx, sc.admin, closeDatabase(db, pgx.Identifier{creds.User}.Sanitize(), tag)...)
 }
 
 // migrate hands a copy of the template to the tenant role, and applies the

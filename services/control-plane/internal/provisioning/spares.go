@@ -254,22 +254,10 @@ func (p *Provisioner) dropSpare(ctx context.Context, sc *serverConn, s spare) er
 func (p *Provisioner) buildSpare(ctx context.Context, sc *serverConn) (bool, error) {
 	name := SparePrefix(p.deployment) + deployment.RandomString(8)
 	ident := pgx.Identifier{name}.Sanitize()
-	if err := pgx.BeginFunc(ctx, sc.admin, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "CREATE ROLE "+ident+" NOLOGIN"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "COMMENT ON ROLE "+ident+" IS "+quoteLiteral(SpareTag(p.deployment, 0)))
-		return err
-	}); err != nil {
+	if err := execTx(ctx, sc.admin, createTaggedRole(ident, " NOLOGIN", SpareTag(p.deployment, 0))...); err != nil {
 		return false, fmt.Errorf("create spare role: %w", err)
 	}
-	conn, err := sc.admin.Acquire(ctx)
-	if err != nil {
-		return false, err
-	}
-	err = grantToAdmin(ctx, conn, ident)
-	conn.Release()
-	if err != nil {
+	if err := grantToAdmin(ctx, sc.admin, ident); err != nil {
 		return false, err
 	}
 	creds := Credentials{Name: name, User: name}
@@ -291,19 +279,7 @@ func (p *Provisioner) buildSpare(ctx context.Context, sc *serverConn) (bool, err
 	if err := waitUnused(ctx, sc.admin, name); err != nil {
 		return false, err
 	}
-	err = pgx.BeginFunc(ctx, sc.admin, func(tx pgx.Tx) error {
-		for _, sql := range []string{
-			"REVOKE CONNECT, TEMPORARY ON DATABASE " + ident + " FROM PUBLIC",
-			"GRANT CONNECT, TEMPORARY ON DATABASE " + ident + " TO " + ident,
-			"COMMENT ON DATABASE " + ident + " IS " + quoteLiteral(SpareTag(p.deployment, latest)),
-		} {
-			if _, err := tx.Exec(ctx, sql); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	if err := execTx(ctx, sc.admin, closeDatabase(ident, ident, SpareTag(p.deployment, latest))...); err != nil {
 		return false, fmt.Errorf("tag spare database: %w", err)
 	}
 	p.log.Debug("spare tenant database ready", "db_server_id", sc.server.ID, "database", name, "schema_version", latest)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"tenantbase/libs/pgutil"
@@ -161,13 +162,7 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 			return err
 		}
 		if !roleExists {
-			if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-				if _, err := tx.Exec(ctx, "CREATE ROLE "+ident+" NOLOGIN"); err != nil {
-					return err
-				}
-				_, err := tx.Exec(ctx, "COMMENT ON ROLE "+ident+" IS "+quoteLiteral(TemplateTag(p.deployment, 0)))
-				return err
-			}); err != nil {
+			if err := execTx(ctx, conn, createTaggedRole(ident, " NOLOGIN", TemplateTag(p.deployment, 0))...); err != nil {
 				return err
 			}
 		}
@@ -183,24 +178,17 @@ func (p *Provisioner) buildTemplate(ctx context.Context, sc *serverConn) (bool, 
 				return err
 			}
 		}
-		if err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			setup := []string{
-				"ALTER DATABASE " + ident + " OWNER TO CURRENT_USER",
-				"REVOKE CONNECT, TEMPORARY ON DATABASE " + ident + " FROM PUBLIC",
-				"GRANT CONNECT ON DATABASE " + ident + " TO " + ident,
-			}
-			if tag == "" {
-				// Being built: a template being migrated forward keeps its
-				// version, which an older release must not take for less.
-				setup = append(setup, "COMMENT ON DATABASE "+ident+" IS "+quoteLiteral(TemplateTag(p.deployment, 0)))
-			}
-			for _, sql := range setup {
-				if _, err := tx.Exec(ctx, sql); err != nil {
-					return err
-				}
-			}
-			return nil
-		}); err != nil {
+		setup := []string{
+			"ALTER DATABASE " + ident + " OWNER TO CURRENT_USER",
+			"REVOKE CONNECT, TEMPORARY ON DATABASE " + ident + " FROM PUBLIC",
+			"GRANT CONNECT ON DATABASE " + ident + " TO " + ident,
+		}
+		if tag == "" {
+			// Being built: a template being migrated forward keeps its
+			// version, which an older release must not take for less.
+			setup = append(setup, "COMMENT ON DATABASE "+ident+" IS "+quoteLiteral(TemplateTag(p.deployment, 0)))
+		}
+		if err := execTx(ctx, conn, setup...); err != nil {
 			return err
 		}
 		// The template's schema belongs to the admin (its database's
@@ -317,14 +305,18 @@ func withAdvisoryLock(ctx context.Context, pool *pgxpool.Pool, key string, share
 	return fn(conn)
 }
 
-// grantToAdmin makes a non-superuser admin a member of role, which CREATE
-// DATABASE ... OWNER and REASSIGN OWNED need.
-func grantToAdmin(ctx context.Context, conn *pgxpool.Conn, role string) error {
+// grantToAdmin makes a non-superuser admin a member of role (an
+// identifier), which CREATE DATABASE ... OWNER, REASSIGN OWNED and DROP
+// DATABASE need; q is a pool or one of its connections.
+func grantToAdmin(ctx context.Context, q interface {
+	querier
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}, role string) error {
 	var super bool
-	if err := conn.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil || super {
+	if err := q.QueryRow(ctx, `SELECT rolsuper FROM pg_roles WHERE rolname = current_user`).Scan(&super); err != nil || super {
 		return err
 	}
-	_, err := conn.Exec(ctx, "GRANT "+role+" TO CURRENT_USER")
+	_, err := q.Exec(ctx, "GRANT "+role+" TO CURRENT_USER")
 	return err
 }
 
